@@ -1,0 +1,1 @@
+"""S4 Digits: a FastAPI service that reads handwritten digits with the S4 net."""

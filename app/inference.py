@@ -1,0 +1,61 @@
+"""Inference: the loaded model on its device, and the one place a forward pass happens."""
+
+import torch
+
+from app.model import INPUT_SHAPE, normalize
+from app.settings import Settings
+from app.weights import LoadedWeights, WeightsError, load_weights
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` means CUDA when this process can see a GPU, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise WeightsError("S4_DEVICE=cuda, but torch sees no CUDA device")
+    return torch.device(requested)
+
+
+class Predictor:
+    """Owns the model for the service's lifetime.
+
+    It never fakes readiness: until weights are loaded, verified and warmed up, ``ready`` is
+    False and ``error`` says why, so /ready can tell operators what to fix.
+    """
+
+    def __init__(self, settings: Settings):
+        self.weights_path = settings.weights
+        self.requested_device = settings.device
+        self.device = torch.device("cpu")
+        self.weights: LoadedWeights | None = None
+        self.error: str | None = "weights not loaded yet"
+
+    @property
+    def ready(self) -> bool:
+        return self.weights is not None
+
+    def load(self) -> None:
+        """Load, verify and warm up the weights; on failure keep serving health and say why."""
+        try:
+            device = resolve_device(self.requested_device)
+            weights = load_weights(self.weights_path, device)
+            self._warm_up(weights)
+        except WeightsError as exc:
+            self.weights, self.error = None, str(exc)
+            return
+        self.device, self.weights, self.error = device, weights, None
+
+    @staticmethod
+    def _warm_up(weights: LoadedWeights) -> None:
+        # The first forward pass allocates and picks kernels; pay that before /ready says yes.
+        blank = torch.zeros((8, *INPUT_SHAPE), dtype=torch.uint8)
+        with torch.inference_mode():
+            weights.model(normalize(blank.to(next(weights.model.parameters()).device)))
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [N, 1, 28, 28] (MNIST form: white ink on black) -> probabilities [N, 10]."""
+        if self.weights is None:
+            raise WeightsError(self.error or "weights not loaded")
+        log_probs = self.weights.model(normalize(images.to(self.device, non_blocking=True)))
+        return log_probs.exp().cpu()

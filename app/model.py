@@ -1,0 +1,146 @@
+"""The S4 net: a 19,570-parameter CNN for 28x28 MNIST digits.
+
+The architecture is a contract (``shared/spec/s4-net.md``): block names, layer order, output
+shapes and parameter counts must match the spec table row for row, because GET /model reports
+them and clients may rely on them. Training (``training/``) and serving (``app/``) both import the
+net from here, so there is exactly one definition.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# MNIST's pixel statistics after scaling to [0, 1]; training and serving both normalise with these.
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+INPUT_SHAPE = (1, 28, 28)
+NUM_CLASSES = 10
+
+# Chosen by experiment on a held-out slice of the training set (see training/README section).
+DEFAULT_DROPOUT = 0.05
+
+
+def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
+    """Map uint8 pixels [N, 1, 28, 28] (0 = background, 255 = ink) to the net's float input."""
+    return (images_uint8.float() / 255.0 - MNIST_MEAN) / MNIST_STD
+
+
+def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+
+
+class S4Net(nn.Module):
+    """conv blocks -> transition (max-pool) blocks -> global-average-pool head.
+
+    The two 1x1 convolutions at the end act as the dense layers (32 -> 32 -> 10).
+    forward() returns log-probabilities, so ``exp`` of the output sums to 1 per image.
+    """
+
+    def __init__(self, dropout: float = DEFAULT_DROPOUT):
+        super().__init__()
+        self.dropout = dropout
+
+        def drop() -> nn.Dropout:
+            return nn.Dropout(dropout)
+
+        self.cblock1 = nn.Sequential(
+            _conv3x3(1, 8), drop(), nn.ReLU(),
+            nn.BatchNorm2d(8), _conv3x3(8, 8), drop(), nn.ReLU(),
+        )  # fmt: skip
+        self.tblock1 = nn.Sequential(nn.MaxPool2d(2))
+        self.cblock2 = nn.Sequential(
+            nn.BatchNorm2d(8), _conv3x3(8, 16), drop(), nn.ReLU(),
+            nn.BatchNorm2d(16), _conv3x3(16, 16), drop(), nn.ReLU(),
+        )  # fmt: skip
+        self.tblock2 = nn.Sequential(nn.MaxPool2d(2))
+        self.cblock3 = nn.Sequential(
+            nn.BatchNorm2d(16), _conv3x3(16, 32), drop(), nn.ReLU(),
+            nn.BatchNorm2d(32), _conv3x3(32, 32), drop(), nn.ReLU(),
+        )  # fmt: skip
+        self.outblock = nn.Sequential(
+            nn.AvgPool2d(7),
+            nn.BatchNorm2d(32), nn.Conv2d(32, 32, kernel_size=1, bias=False), drop(), nn.ReLU(),
+            nn.BatchNorm2d(32), nn.Conv2d(32, NUM_CLASSES, kernel_size=1, bias=True),
+            nn.Flatten(), nn.LogSoftmax(dim=1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cblock1(x)
+        x = self.tblock1(x)
+        x = self.cblock2(x)
+        x = self.tblock2(x)
+        x = self.cblock3(x)
+        return self.outblock(x)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    index: int
+    name: str  # e.g. "Conv2d-1", as in the spec table
+    type: str  # e.g. "Conv2d"
+    output_shape: tuple[int, ...]  # batch dimension as -1
+    params: int
+
+
+def layer_summary(model: nn.Module) -> list[LayerRow]:
+    """Per-leaf-layer output shapes and parameter counts, in execution order.
+
+    torchinfo runs a forward pass on a dummy batch and records every module; the leaf modules are
+    the rows of the spec table. The batch dimension is reported as -1, as the spec does.
+    """
+    from torchinfo import summary  # imported lazily: only /model and tests need it
+
+    device = next(model.parameters()).device
+    stats = summary(
+        model,
+        input_size=(2, *INPUT_SHAPE),  # batch of 2 so BatchNorm in train mode would still work
+        device=device,
+        mode="eval",
+        verbose=0,
+    )
+    leaves = [layer for layer in stats.summary_list if layer.is_leaf_layer]
+    return [
+        LayerRow(
+            index=i,
+            name=f"{layer.class_name}-{i}",
+            type=layer.class_name,
+            output_shape=(-1, *layer.output_size[1:]),
+            params=layer.num_params,
+        )
+        for i, layer in enumerate(leaves, start=1)
+    ]
+
+
+def format_summary_table(rows: list[LayerRow], trainable_params: int) -> str:
+    """Render the rows in the seed's table format (the torchsummary layout the spec quotes)."""
+    rule, double_rule = "-" * 64, "=" * 64
+    total_params = sum(row.params for row in rows)
+    lines = [rule, f"{'Layer (type)':>20}  {'Output Shape':>25} {'Param #':>15}", double_rule]
+    lines += [f"{row.name:>20}  {list(row.output_shape)!s:>25} {row.params:>15,}" for row in rows]
+    # Sizes in MB of float32 tensors, as torchsummary estimates them (batch size -1 -> abs).
+    mb = 4 / 1024**2
+    input_mb = abs(-1 * _prod(INPUT_SHAPE) * mb)
+    forward_backward_mb = abs(2 * sum(_prod(row.output_shape) for row in rows) * mb)
+    params_mb = abs(total_params * mb)
+    lines += [
+        double_rule,
+        f"Total params: {total_params:,}",
+        f"Trainable params: {trainable_params:,}",
+        f"Non-trainable params: {total_params - trainable_params:,}",
+        rule,
+        f"Input size (MB): {input_mb:0.2f}",
+        f"Forward/backward pass size (MB): {forward_backward_mb:0.2f}",
+        f"Params size (MB): {params_mb:0.2f}",
+        f"Estimated Total Size (MB): {input_mb + forward_backward_mb + params_mb:0.2f}",
+        rule,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _prod(shape) -> int:
+    result = 1
+    for dim in shape:
+        result *= dim
+    return result

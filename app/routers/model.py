@@ -1,0 +1,71 @@
+"""GET /model: the layer summary of the S4 net and what is known about the served weights."""
+
+from functools import cache
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+
+from app.dependencies import get_predictor
+from app.inference import Predictor
+from app.model import INPUT_SHAPE, LayerRow, S4Net, format_summary_table, layer_summary
+from app.schemas import Layer, ModelSummary, WeightsInfo
+
+router = APIRouter(tags=["model"])
+
+
+@cache
+def _architecture() -> tuple[list[LayerRow], int]:
+    """Rows and trainable-parameter count; they depend only on the architecture, so run once."""
+    net = S4Net()
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return layer_summary(net), trainable
+
+
+def _weights_info(predictor: Predictor) -> WeightsInfo:
+    weights = predictor.weights
+    if weights is None:
+        return WeightsInfo(loaded=False, file=str(predictor.weights_path), error=predictor.error)
+    return WeightsInfo(
+        loaded=True,
+        file=str(weights.path),
+        sha256=weights.sha256,
+        test_accuracy=weights.card.get("test_accuracy"),
+        card=weights.card,
+    )
+
+
+@router.get(
+    "/model",
+    response_model=ModelSummary,
+    summary="Layer summary and weights card",
+    responses={200: {"content": {"text/plain": {}}, "description": "JSON, or the text table."}},
+)
+def model_summary(
+    request: Request,
+    predictor: Annotated[Predictor, Depends(get_predictor)],
+    format: Annotated[
+        Literal["json", "text"] | None,
+        Query(description="`text` for the spec's table; default JSON (or by the Accept header)."),
+    ] = None,
+):
+    """The 34 layers of the S4 net with output shapes and parameter counts, as in the spec.
+
+    `?format=text` (or `Accept: text/plain`) returns the same summary as the spec's text table.
+    """
+    rows, trainable = _architecture()
+    wants_text = format == "text" or (
+        format is None and "text/plain" in request.headers.get("accept", "")
+    )
+    if wants_text:
+        return PlainTextResponse(format_summary_table(rows, trainable))
+    total = sum(row.params for row in rows)
+    return ModelSummary(
+        name="S4Net",
+        input_shape=[-1, *INPUT_SHAPE],
+        total_params=total,
+        trainable_params=trainable,
+        non_trainable_params=total - trainable,
+        layers=[Layer(**vars(row)) for row in rows],
+        weights=_weights_info(predictor),
+    )

@@ -1,0 +1,129 @@
+"""The weights format, shared by training (which writes it) and serving (which reads it).
+
+Two files side by side: ``s4net.safetensors`` (the state dict; safetensors, never pickle) and
+``s4net.json`` (the card: how the weights were made, how good they are, and the SHA-256 of the
+weights file). The loader refuses weights whose bytes do not match the card, so a truncated or
+tampered file can never be served by mistake.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from app.model import S4Net
+
+
+class WeightsError(Exception):
+    """The weights (or their card) are missing or unusable; the message names file and problem."""
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    model: S4Net  # in eval mode, on the requested device
+    path: Path
+    sha256: str
+    card: dict[str, Any]
+
+
+def card_path_for(weights_path: Path) -> Path:
+    return weights_path.with_suffix(".json")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over ``path``.
+
+    A reader (or a crash) sees either the old file or the new one, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: S4Net, weights_path: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Write the weights and their card atomically; returns the card as written.
+
+    The card gains ``weights_file``, ``weights_sha256`` and ``dropout``. The weights go first: a
+    crash between the two writes leaves a card whose checksum no longer matches, which the loader
+    reports instead of serving mismatched weights.
+    """
+    state = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
+    data = save_safetensors(state, metadata={"format": "pt", "model": "S4Net"})
+    full_card = {
+        **card,
+        "weights_file": weights_path.name,
+        "weights_sha256": sha256_hex(data),
+        "dropout": model.dropout,
+    }
+    atomic_write_bytes(weights_path, data)
+    card_bytes = (json.dumps(full_card, indent=2, sort_keys=False) + "\n").encode()
+    atomic_write_bytes(card_path_for(weights_path), card_bytes)
+    return full_card
+
+
+def load_weights(weights_path: Path, device: torch.device) -> LoadedWeights:
+    """Load and verify weights + card, or raise WeightsError saying which file and what is wrong."""
+    card_path = card_path_for(weights_path)
+    try:
+        data = weights_path.read_bytes()
+    except FileNotFoundError:
+        raise WeightsError(
+            f"weights file {weights_path} does not exist; train with `python -m training` "
+            "or point S4_WEIGHTS at a weights file"
+        ) from None
+    except OSError as exc:
+        raise WeightsError(f"weights file {weights_path} cannot be read: {exc}") from None
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"weights card {card_path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"weights card {card_path} is not valid JSON: {exc}") from None
+    if not isinstance(card, dict) or "weights_sha256" not in card:
+        raise WeightsError(f"weights card {card_path} has no weights_sha256")
+
+    digest = sha256_hex(data)
+    if digest != card["weights_sha256"]:
+        raise WeightsError(
+            f"weights file {weights_path} has sha256 {digest}, but its card {card_path} says "
+            f"{card['weights_sha256']}: the file is truncated, corrupted or was replaced"
+        )
+    try:
+        state = load_safetensors(data)
+    except SafetensorError as exc:
+        raise WeightsError(
+            f"weights file {weights_path} is not a valid safetensors file: {exc}"
+        ) from None
+
+    model = S4Net(dropout=float(card.get("dropout", 0.0)))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        problem = str(exc).replace("\n", " ").replace("\t", "")
+        raise WeightsError(
+            f"weights file {weights_path} does not fit the S4 net: {problem}"
+        ) from None
+    model.to(device).eval()
+    return LoadedWeights(model=model, path=weights_path, sha256=digest, card=card)
