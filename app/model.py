@@ -18,8 +18,12 @@ MNIST_STD = 0.3081
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 
-# Chosen by experiment on a held-out slice of the training set (see training/README section).
-DEFAULT_DROPOUT = 0.05
+# Chosen by experiment on a held-out slice of the training set (5,000 held-out training images;
+# 5-epoch runs on 15,000 others): rate 0 -> 98.60 %, 0.05 -> 98.44 %, 0.1 -> 97.86 %. With batch
+# norm and augmentation this small net underfits rather than overfits, so dropout only costs
+# accuracy; on CPU a nonzero rate also costs a random mask per activation (the 0.05 run took
+# about twice as long). The Dropout layers stay in the net: they are part of the spec's contract.
+DEFAULT_DROPOUT = 0.0
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:

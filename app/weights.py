@@ -50,6 +50,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); these files are meant to be read by the service,
+        # which may run as another user (the container's), so give them ordinary data-file modes.
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
             tmp.flush()
@@ -70,7 +73,9 @@ def save_weights(model: S4Net, weights_path: Path, card: dict[str, Any]) -> dict
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
     }
-    data = save_safetensors(state, metadata={"format": "pt", "model": "S4Net"})
+    # One metadata key only: safetensors writes several in a random order, which would make the
+    # bytes (and so the SHA-256) of identical weights differ from one save to the next.
+    data = save_safetensors(state, metadata={"format": "pt"})
     full_card = {
         **card,
         "weights_file": weights_path.name,

@@ -1,0 +1,1 @@
+"""Train the S4 net on MNIST: `python -m training --help`."""
