@@ -28,7 +28,8 @@ class WeightsInfo(BaseModel):
     file: str = Field(description="The weights file the service was configured with.")
     sha256: str | None = Field(None, description="SHA-256 of the served weights file.")
     test_accuracy: float | None = Field(
-        None, description="Final-epoch accuracy on the 10,000 MNIST test images, from the card."
+        None,
+        description="Final-epoch accuracy on the 10,000 MNIST test images, in percent (card).",
     )
     error: str | None = Field(None, description="Why no weights are loaded, if none are.")
     card: dict[str, Any] | None = Field(
@@ -44,3 +45,35 @@ class ModelSummary(BaseModel):
     non_trainable_params: int
     layers: list[Layer]
     weights: WeightsInfo
+
+
+class DigitProbability(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    probability: float = Field(ge=0, le=1)
+
+
+class Prediction(BaseModel):
+    index: int = Field(description="Position of the image in the request (0-based).")
+    filename: str | None = Field(description="The upload's filename, if it had one.")
+    digit: int = Field(ge=0, le=9, description="The predicted digit.")
+    probability: float = Field(ge=0, le=1, description="The predicted digit's probability.")
+    probabilities: list[float] = Field(
+        min_length=10, max_length=10, description="Probabilities of digits 0..9; they sum to 1."
+    )
+    top_k: list[DigitProbability] | None = Field(
+        description="The k most likely digits, most likely first; only with `?top_k=k`."
+    )
+    input_size: tuple[int, int] = Field(description="[width, height] of the uploaded image.")
+    model_input: list[list[int]] | None = Field(
+        description="The 28x28 image (rows of 0..255, 255 = ink) the model read; only with "
+        "`?return_input=true`."
+    )
+
+
+class PredictionResponse(BaseModel):
+    predictions: list[Prediction] = Field(description="One per image, in upload order.")
+    weights_sha256: str = Field(description="SHA-256 of the weights that made the predictions.")
+    device: str = Field(description="Where the forward pass ran (`cpu`, `cuda`).")
+    inference_ms: float = Field(
+        description="Time the forward pass holding these images took on the device, in ms."
+    )

@@ -1,0 +1,153 @@
+"""A real `uvicorn app.main:app` on loopback: real sockets, real curl, a real streamed upload."""
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+MAX_IMAGE_BYTES = 100_000
+STARTUP_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(reading_weights, tmp_path_factory):
+    """Base URL of a uvicorn process serving the reading weights; stopped with SIGTERM after."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "S4_WEIGHTS": str(reading_weights),
+        "S4_TORCH_THREADS": "1",
+        "S4_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+    }
+    log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--no-access-log"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"not ready in time:\n{log_path.read_text()}"
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def digit_png(tmp_path, mnist_test_set, encode_image):
+    """(path of an MNIST test digit saved as PNG, its label)."""
+    images, labels = mnist_test_set
+    path = tmp_path / "digit.png"
+    path.write_bytes(encode_image(images[0]))
+    return path, int(labels[0])
+
+
+def test_multipart_and_raw_uploads(server, digit_png):
+    path, label = digit_png
+    data = path.read_bytes()
+    multipart = httpx.post(f"{server}/predict", files={"file": ("digit.png", data, "image/png")})
+    raw = httpx.post(f"{server}/predict", content=data, headers={"content-type": "image/png"})
+    for response in (multipart, raw):
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["digit"] == label
+
+
+README_URL = "http://127.0.0.1:8000"
+# The example images the README's curl commands upload, and the digit each shows.
+EXAMPLE_DIGITS = {"docs/seven.png": 7, "docs/two-on-paper.jpg": 2}
+
+
+def readme_predict_commands() -> list[str]:
+    """Every `curl ... /predict` line of the README, exactly as written there."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    return [line for line in readme.splitlines() if re.match(r"curl .*/predict\b", line)]
+
+
+def test_readme_has_predict_examples():
+    commands = readme_predict_commands()
+    assert len(commands) >= 4
+    assert any("--data-binary" in command for command in commands)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("command", readme_predict_commands())
+def test_readme_curl_examples_work_as_written(server, command):
+    """Run from the repo root against the test server; each example image reads as its digit."""
+    arguments = shlex.split(command.replace(README_URL, server))
+    completed = subprocess.run(
+        [arguments[0], "-sS", "--fail-with-body", *arguments[1:]],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    uploaded = re.findall(r"@(\S+)", command)
+    predictions = httpx.Response(200, content=completed.stdout).json()["predictions"]
+    assert [p["digit"] for p in predictions] == [EXAMPLE_DIGITS[path] for path in uploaded]
+
+
+def test_oversized_upload_is_refused_before_it_is_all_sent(server):
+    """Chunked (no Content-Length): the 413 arrives while most of the body is still unsent."""
+    host, port = server.removeprefix("http://").split(":")
+    chunk = b"\0" * 65_536
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(2):  # 128 KiB of a body that would go on for megabytes
+            connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = read_response(connection)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"S4_MAX_IMAGE_BYTES" in reply
+
+
+def read_response(connection: socket.socket) -> bytes:
+    """Status line, headers and (Content-Length) body of one HTTP response."""
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += connection.recv(65_536)
+    head, body = reply.split(b"\r\n\r\n", 1)
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += connection.recv(65_536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_metrics_and_readiness_over_http(server):
+    assert httpx.get(f"{server}/ready").json()["ready"] is True
+    metrics = httpx.get(f"{server}/metrics")
+    assert metrics.status_code == 200 and "s4_model_load_seconds" in metrics.text
