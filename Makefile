@@ -31,3 +31,11 @@ format: setup
 
 train: setup
 	$(BIN)/python -m training
+
+# Refresh docs/screenshot.png (the README's picture) from a real browser run: the page after
+# drawing a 7, served by the committed weights. Needs Debian's chromium (apt-get install chromium).
+.PHONY: screenshot
+screenshot: setup
+	mkdir -p docs
+	S4_REQUIRE_BROWSER=1 S4_README_SCREENSHOT=docs/screenshot.png \
+		$(BIN)/python -m pytest tests/browser -k 'draws-7'

@@ -5,12 +5,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app.batching import MicroBatcher
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
-from app.routers import health, metrics, model, predict
+from app.routers import health, metrics, model, page, predict
 from app.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -57,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await batcher.stop()
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from the package instead of a CDN, so /docs works
+    # on air-gapped hosts and clusters.
+    app = FastAPIOffline(
         title="S4 Digits",
         version="0.1.0",
         description=DESCRIPTION,
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(model.router)
     app.include_router(predict.router)
     app.include_router(metrics.router)
+    app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
     return app
 
 

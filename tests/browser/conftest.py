@@ -1,0 +1,151 @@
+"""The real app under uvicorn on loopback, and headless Debian Chromium driven by Playwright.
+
+Chromium comes from Debian (`apt-get install chromium`), never from `playwright install`: the
+machines that run these tests download no browsers. Without it the browser tests are skipped,
+unless S4_REQUIRE_BROWSER is set (CI sets it), in which case they fail.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import REPO_ROOT
+
+CHROMIUM = Path(os.environ.get("S4_CHROMIUM", "/usr/bin/chromium"))
+# Headless, and quiet: the test machines have no internet, and Chromium's background services
+# would otherwise keep trying (and failing) to reach Google.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVER_START_TIMEOUT_S = 60
+DESKTOP = {"width": 1100, "height": 900}
+
+# Inference on a CI CPU can take a moment; Playwright's default of 5 s is tight for that.
+expect.set_options(timeout=15_000)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    if not CHROMIUM.exists():
+        reason = f"no Chromium at {CHROMIUM}: apt-get install chromium (or set S4_CHROMIUM)"
+        if os.environ.get("S4_REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_ready(base_url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"uvicorn exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            ready = httpx.get(f"{base_url}/ready", timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        if ready.status_code == 200:
+            return
+        # 503 means the weights did not load, and waiting will not change that.
+        pytest.fail(f"the app is up but not ready: {ready.text}")
+    pytest.fail(f"uvicorn not ready after {SERVER_START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory, reading_weights: Path) -> Iterator[str]:
+    """The real app, `uvicorn app.main:app`, on a free loopback port; its URL.
+
+    It serves the committed weights (S4_TEST_WEIGHTS may point elsewhere while developing).
+    """
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
+    # One torch thread: the page sends one image at a time, and CI machines are shared.
+    env = {
+        **os.environ,
+        "S4_WEIGHTS": str(reading_weights),
+        "S4_DEVICE": "cpu",
+        "S4_TORCH_THREADS": "1",
+    }
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_until_ready(base_url, server, log)
+        yield base_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path: Path) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser, live_server: str) -> Iterator:
+    """``open_page(**context_options)`` opens / in a fresh browser context and returns the page.
+
+    At teardown it checks what every page must satisfy: no uncaught script errors, and no
+    request anywhere but the app itself (no CDN, no external fonts).
+    """
+    contexts = []
+    script_errors: list[str] = []
+    requested_urls: list[str] = []
+
+    def factory(**context_options) -> Page:
+        context_options.setdefault("viewport", DESKTOP)
+        context = browser.new_context(base_url=live_server, **context_options)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
+        page.on("request", lambda request: requested_urls.append(request.url))
+        page.goto("/")
+        return page
+
+    yield factory
+    for context in contexts:
+        context.close()
+    assert script_errors == []
+    assert [url for url in requested_urls if not url.startswith(f"{live_server}/")] == []
+
+
+@pytest.fixture
+def page(open_page) -> Page:
+    """The page at a desktop size."""
+    return open_page()
