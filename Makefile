@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint format train
+.PHONY: setup serve test lint format train image-lint image-check
 
 setup: $(STAMP)
 
@@ -31,6 +31,21 @@ format: setup
 
 train: setup
 	$(BIN)/python -m training
+
+# The Docker image's checks without Docker: hadolint on the Dockerfile, shellcheck on its
+# scripts, every Kubernetes manifest against the API schemas (offline; --strict rejects unknown
+# fields).
+image-lint: setup
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck docker/*.sh
+	$(BIN)/kubernetes-validate --strict $(wildcard deploy/k8s/*.yaml deploy/k8s/*/*.yaml)
+
+# image-lint, then the image's install-and-start path in a fresh venv (a minute or more): the
+# Dockerfile's own install RUN and CMD, and a real request to /predict. torch comes from the
+# Dockerfile's TORCH_INDEX_URL unless the environment sets one; set it empty to take torch from
+# pip's usual index and find-links.
+image-check: image-lint
+	S4_TEST_IMAGE_INSTALL=1 $(BIN)/python -m pytest tests/test_image.py
 
 # Refresh docs/screenshot.png (the README's picture) from a real browser run: the page after
 # drawing a 7, served by the committed weights. Needs Debian's chromium (apt-get install chromium).
