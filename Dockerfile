@@ -36,16 +36,14 @@ WORKDIR /srv/s4digits
 # --chmod: readable by the service user whatever the modes in the checkout (umask 077, say).
 COPY --chmod=0644 docker/healthcheck.py docker/
 COPY --chmod=0644 weights/s4net.safetensors weights/s4net.json weights/
-# Settings are environment variables (README "Deploy" lists them); here only what the image
-# changes: listen on every interface inside the container, and one torch thread per worker.
-# Measured (bench/serve.py --configs): more workers beat more threads per worker for this tiny
-# net, so a bigger machine raises WEB_CONCURRENCY (uvicorn's worker count), not the threads.
+# Settings are environment variables (README "Settings" lists them); here only what the image
+# changes: listen on every interface inside the container. Workers and torch threads default to
+# the CPUs the container may use (its cgroup quota, e.g. `docker run --cpus 2`): one worker per
+# CPU, one thread each, which measured fastest for this tiny net (README "Performance").
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    S4_HOST=0.0.0.0 \
-    S4_TORCH_THREADS=1 \
-    WEB_CONCURRENCY=1
+    S4_HOST=0.0.0.0
 # Files stay root-owned and read-only to the service, which never writes.
 USER 10001:10001
 EXPOSE 8000

@@ -1,7 +1,7 @@
-"""``python -m app``: serve with uvicorn on the host and port from the settings.
+"""``python -m app``: serve with uvicorn on the host, port and worker count from the settings.
 
-Worker processes come from WEB_CONCURRENCY (uvicorn's own variable, default 1), the same variable
-the settings divide the CPUs by for torch threads, so the two can never disagree.
+The worker count is read as WEB_CONCURRENCY (uvicorn's own variable) by the settings, which also
+derive each worker's torch threads from it, so the two can never disagree.
 """
 
 import uvicorn
@@ -15,6 +15,8 @@ def main() -> None:
         "app.main:app",
         host=settings.host,
         port=settings.port,
+        workers=settings.workers,
+        access_log=False,  # every request is logged once, as JSON, by app.metrics
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
 

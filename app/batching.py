@@ -1,25 +1,34 @@
 """Adaptive micro-batching: concurrent /predict requests share one forward pass.
 
-Requests hand their already-preprocessed images to ``MicroBatcher.predict`` and await the answer.
-One background task gathers whatever is waiting into a batch and runs the forward pass on a single
-dedicated thread, so the event loop never blocks and forward passes never compete for the CPU
-threads torch was given. A request that arrives while the service is idle waits at most
-``max_wait_s`` for company; under load, requests that queue up during one forward pass form the
-next. Past ``max_queued_images`` waiting images, new requests are refused at once (Overloaded)
-instead of letting every request's latency grow.
+Requests hand their uploads to ``MicroBatcher.predict`` and await the answer. One background task
+gathers whatever is waiting into a batch and hands it to a single dedicated thread, which decodes
+and prepares every image of the batch and runs one forward pass. So the event loop never blocks,
+forward passes never compete for the CPU threads torch was given, and a busy service pays one
+thread hop per batch rather than two per request (decoding in the thread pool measured 16 % fewer
+requests per second). A request that arrives while the service is idle is taken at once (or after
+``max_wait_s`` if set); under load, requests that queue up during one pass form the next. Past
+``max_queued_images`` waiting images, new requests are refused at once (Overloaded) instead of
+letting every request's latency grow.
 """
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from app.inference import Predictor
 from app.metrics import Metrics
+from app.preprocess import PreparedImage
+
+# Turns one request's submission (its uploads) into the images the model reads. Runs on the
+# forward thread; whatever it raises fails that request alone.
+Prepare = Callable[[Any], Sequence[PreparedImage]]
 
 
 class Overloaded(Exception):
@@ -28,13 +37,15 @@ class Overloaded(Exception):
 
 @dataclass(frozen=True)
 class BatchResult:
-    probabilities: np.ndarray  # float32 [n, 10], one row per submitted image, in order
+    images: Sequence[PreparedImage]  # what ``prepare`` made of the submission, in order
+    probabilities: np.ndarray  # float32 [n, 10], one row per image, in order
     inference_ms: float  # how long the forward pass holding these images took on the device
 
 
 @dataclass(frozen=True)
 class _Job:
-    images: np.ndarray  # uint8 [n, 28, 28]
+    submission: Any
+    size: int  # images in the submission, counted against the queue and batch limits
     future: asyncio.Future
 
 
@@ -43,12 +54,14 @@ class MicroBatcher:
         self,
         predictor: Predictor,
         metrics: Metrics,
+        prepare: Prepare,
         max_images: int,
         max_wait_s: float,
         max_queued_images: int,
     ):
         self.predictor = predictor
         self.metrics = metrics
+        self.prepare = prepare
         self.max_images = max_images
         self.max_wait_s = max_wait_s
         self.max_queued_images = max_queued_images
@@ -70,16 +83,17 @@ class MicroBatcher:
             job.future.cancel()
         self._executor.shutdown(wait=True)
 
-    async def predict(self, images: np.ndarray) -> BatchResult:
-        """Probabilities for uint8 images [n, 28, 28], computed together with other requests'."""
-        if self._queued_images + len(images) > self.max_queued_images:
+    async def predict(self, submission: Sequence[Any]) -> BatchResult:
+        """Prepare and read ``submission`` (one request's items), together with other requests'."""
+        size = len(submission)
+        if self._queued_images + size > self.max_queued_images:
             raise Overloaded(
                 f"{self._queued_images} images are already waiting for the model "
                 f"(S4_BATCH_QUEUE_IMAGES={self.max_queued_images}); retry in a moment"
             )
-        job = _Job(images, asyncio.get_running_loop().create_future())
+        job = _Job(submission, size, asyncio.get_running_loop().create_future())
         self._pending.append(job)
-        self._queued_images += len(images)
+        self._queued_images += size
         self._arrived.set()
         return await job.future
 
@@ -108,9 +122,9 @@ class MicroBatcher:
         """Whole jobs in arrival order up to max_images; always at least one job."""
         taken, images = 0, 0
         for job in self._pending:
-            if taken and images + len(job.images) > self.max_images:
+            if taken and images + job.size > self.max_images:
                 break
-            taken, images = taken + 1, images + len(job.images)
+            taken, images = taken + 1, images + job.size
         batch, self._pending = self._pending[:taken], self._pending[taken:]
         self._queued_images -= images
         return [job for job in batch if not job.future.cancelled()]  # callers that gave up
@@ -118,29 +132,47 @@ class MicroBatcher:
     async def _run_batch(self, jobs: list[_Job]) -> None:
         if not jobs:
             return
-        images = np.concatenate([job.images for job in jobs])
         loop = asyncio.get_running_loop()
+        submissions = [job.submission for job in jobs]
         try:
-            probabilities, seconds = await loop.run_in_executor(
-                self._executor, self._forward, images
+            outcomes = await loop.run_in_executor(
+                self._executor, self._prepare_and_read, submissions
             )
-        except Exception as exc:
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
-        self.metrics.forward_batch_images.observe(len(images))
-        self.metrics.forward_seconds.observe(seconds)
-        start = 0
-        for job in jobs:
-            end = start + len(job.images)
-            if not job.future.done():
-                job.future.set_result(BatchResult(probabilities[start:end], seconds * 1000.0))
-            start = end
+        except Exception as exc:  # the forward pass itself failed: every job in it fails
+            outcomes = [exc] * len(jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if job.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
 
-    def _forward(self, images: np.ndarray) -> tuple[np.ndarray, float]:
-        """Runs on the forward thread: the batch through the Predictor, timed."""
-        batch = torch.from_numpy(images).unsqueeze(1)
+    def _prepare_and_read(self, submissions: list[Any]) -> list[BatchResult | Exception]:
+        """Runs on the forward thread: prepare each submission, then one pass over all images."""
+        prepared: list[Sequence[PreparedImage] | Exception] = []
+        for submission in submissions:
+            try:
+                prepared.append(self.prepare(submission))
+            except Exception as exc:  # this request's images are unreadable: fail it alone
+                prepared.append(exc)
+        readable = [images for images in prepared if not isinstance(images, Exception)]
+        if not readable:
+            return prepared
+        pixels = np.stack([image.pixels for images in readable for image in images])
         started = time.perf_counter()
-        probabilities = self.predictor.probabilities(batch)
-        return probabilities.numpy(), time.perf_counter() - started
+        probabilities = self.predictor.probabilities(torch.from_numpy(pixels).unsqueeze(1))
+        milliseconds = (time.perf_counter() - started) * 1000.0
+        self.metrics.forward_batch_images.observe(len(pixels))
+        self.metrics.forward_seconds.observe(milliseconds / 1000.0)
+        rows = probabilities.numpy()
+        outcomes: list[BatchResult | Exception] = []
+        start = 0
+        for images in prepared:
+            if isinstance(images, Exception):
+                outcomes.append(images)
+                continue
+            end = start + len(images)
+            outcomes.append(BatchResult(images, rows[start:end], milliseconds))
+            start = end
+        return outcomes

@@ -1,6 +1,7 @@
 """The FastAPI application: ``uvicorn app.main:app`` or ``python -m app``."""
 
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher = MicroBatcher(
             predictor,
             app_metrics,
+            prepare=partial(predict.prepare_images, max_pixels=settings.max_pixels),
             max_images=settings.batch_max_images,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,
             max_queued_images=settings.batch_queue_images,

@@ -132,11 +132,6 @@ def has_light_background(gray: np.ndarray) -> bool:
     return float(np.median(gray)) > 127.5
 
 
-def is_mnist_form(gray: np.ndarray) -> bool:
-    """28x28 with light ink on a dark background: MNIST's own form, to be used as it is."""
-    return gray.shape == (MNIST_SIZE, MNIST_SIZE) and not has_light_background(gray)
-
-
 def ink_levels(gray: np.ndarray) -> np.ndarray:
     """Gray levels -> float ink levels in [0, 1]: 0 for background, 1 for the strongest ink.
 
@@ -149,19 +144,24 @@ def ink_levels(gray: np.ndarray) -> np.ndarray:
         ink = 255.0 - ink
     background = float(np.median(ink))
     contrast = float(ink.max()) - background
+    check_ink(ink, background, contrast)
+    levels = np.clip((ink - background) / contrast, 0.0, 1.0)
+    levels[levels < NOISE_FLOOR] = 0.0
+    return levels
+
+
+def check_ink(ink: np.ndarray, background: float, contrast: float) -> None:
+    """Raise BlankImage unless some ink stands out: enough contrast, more than a speck of it."""
     if contrast < MIN_INK_CONTRAST:
         raise BlankImage(
             f"is blank: no ink stands out from the background (contrast {contrast:.0f} of 255); "
             "send a picture of one digit, dark on light or light on dark"
         )
-    levels = np.clip((ink - background) / contrast, 0.0, 1.0)
-    levels[levels < NOISE_FLOOR] = 0.0
-    if np.count_nonzero(levels >= 0.5) < MIN_INK_PIXELS:
+    if np.count_nonzero(ink >= background + 0.5 * contrast) < MIN_INK_PIXELS:
         raise BlankImage(
             "is nearly blank: only a speck of ink; send a picture of one digit, dark on light or "
             "light on dark"
         )
-    return levels
 
 
 def crop_to_ink(levels: np.ndarray) -> np.ndarray:
@@ -205,8 +205,14 @@ def center_by_mass(digit: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
 
 
 def to_mnist_form(gray: np.ndarray) -> np.ndarray:
-    """uint8 gray levels of any size -> uint8 [28, 28] MNIST form; raises BlankImage if no ink."""
-    levels = ink_levels(gray)  # also for MNIST-form input: a black 28x28 square is blank too
-    if is_mnist_form(gray):
-        return gray
-    return center_by_mass(scale_to_box(crop_to_ink(levels)))
+    """uint8 gray levels of any size -> uint8 [28, 28] MNIST form; raises BlankImage if no ink.
+
+    28x28 light ink on a dark background is MNIST's own form and is used as it is (after the
+    same blank check): the common case of a client sending MNIST-style images costs one median.
+    """
+    if gray.shape == (MNIST_SIZE, MNIST_SIZE):
+        background = float(np.median(gray))
+        if background <= 127.5:
+            check_ink(gray, background, float(gray.max()) - background)
+            return gray
+    return center_by_mass(scale_to_box(crop_to_ink(ink_levels(gray))))

@@ -1,27 +1,49 @@
 """Service settings, read from the environment (prefix ``S4_``) by pydantic-settings."""
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Each worker is a process with its own model (~360 MiB resident); past this many, scale out
+# with more machines or replicas rather than filling one host with processes by default.
+MAX_DEFAULT_WORKERS = 8
 
-def default_torch_threads() -> int:
-    """The CPUs this process may use, shared out among uvicorn's worker processes.
 
-    uvicorn takes its worker count from WEB_CONCURRENCY when --workers is not given. Several
-    workers that each start one torch thread per core oversubscribe the CPUs and collapse
-    throughput, so each worker gets its share (at least one thread).
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota if any.
+
+    In a container limited with `docker run --cpus 2` (or a Kubernetes CPU limit) the affinity
+    mask still lists every core of the host; the quota in /sys/fs/cgroup/cpu.max does not.
     """
-    workers = max(1, int(os.environ.get("WEB_CONCURRENCY", "1")))
-    return max(1, len(os.sched_getaffinity(0)) // workers)
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+
+
+def default_workers() -> int:
+    """One uvicorn worker per available CPU (a GPU host: one, which owns the GPU).
+
+    For a net this small, worker processes scale and torch threads within one process do not:
+    measured in the README's Performance section.
+    """
+    if torch.cuda.is_available():
+        return 1
+    return min(available_cpus(), MAX_DEFAULT_WORKERS)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="S4_")
+    model_config = SettingsConfigDict(env_prefix="S4_", populate_by_name=True)
 
     weights: Path = Field(
         Path("weights/s4net.safetensors"),
@@ -39,11 +61,18 @@ class Settings(BaseSettings):
         "under the 10 s `docker stop` waits before it kills.",
     )
 
-    torch_threads: int = Field(
-        default_factory=default_torch_threads,
+    workers: int = Field(
+        default_factory=default_workers,
         ge=1,
-        description="CPU threads for one forward pass. Default: the CPUs this process may use "
-        "divided by the number of uvicorn workers (WEB_CONCURRENCY).",
+        validation_alias="WEB_CONCURRENCY",
+        description="uvicorn worker processes for `python -m app` (uvicorn's own variable). "
+        f"Default: one per available CPU, at most {MAX_DEFAULT_WORKERS}; one on a GPU host.",
+    )
+    torch_threads: int = Field(
+        default_factory=lambda data: max(1, available_cpus() // data["workers"]),
+        ge=1,
+        description="CPU threads for one forward pass, per worker. Default: the available CPUs "
+        "shared out among the workers, so that they never oversubscribe the cores.",
     )
     max_image_bytes: int = Field(
         1_000_000,
@@ -67,11 +96,11 @@ class Settings(BaseSettings):
         "together. A single request larger than this still runs, alone.",
     )
     batch_max_wait_ms: float = Field(
-        2.0,
+        0.0,
         ge=0,
-        description="How long a forward pass waits for more requests to join it. An idle "
-        "service answers after at most this delay; 0 batches only requests that queued up "
-        "while the previous pass ran.",
+        description="How long a forward pass waits for more requests to join it. The default 0 "
+        "batches the requests that queued up while the previous pass ran, so an idle service "
+        "answers at once and a busy one still batches (measured: waiting only added latency).",
     )
     batch_queue_images: int = Field(
         2048,

@@ -222,7 +222,8 @@ def test_dockerignore_sends_the_package_and_weights_but_no_venv_data_or_caches()
 
 def test_readme_documents_every_setting():
     readme = (REPO_ROOT / "README.md").read_text()
-    variables = [f"S4_{name.upper()}" for name in Settings.model_fields] + ["WEB_CONCURRENCY"]
+    fields = Settings.model_fields.items()
+    variables = [field.validation_alias or f"S4_{name.upper()}" for name, field in fields]
     undocumented = [variable for variable in variables if variable not in readme]
     assert not undocumented, f"README.md does not mention {undocumented}"
 

@@ -11,6 +11,7 @@ import torch
 
 from app.batching import MicroBatcher, Overloaded
 from app.metrics import Metrics
+from app.preprocess import PreparedImage
 
 
 class EchoPredictor:
@@ -35,12 +36,24 @@ def images_of(digit: int, count: int = 1) -> np.ndarray:
     return np.full((count, 28, 28), digit, dtype=np.uint8)
 
 
+def as_prepared(images: np.ndarray) -> list[PreparedImage]:
+    """The batcher's prepare step for tests: images arrive already in MNIST form.
+
+    An image of all 99s stands for an unreadable upload: it fails its own request.
+    """
+    if (images == 99).any():
+        raise ValueError("unreadable image")
+    return [PreparedImage(input_size=(28, 28), pixels=pixels) for pixels in images]
+
+
 def run_with_batcher(predictor, scenario, max_images=256, max_wait_s=0.05, max_queued=1000):
     """Run ``scenario(batcher)`` on a fresh event loop in its own thread (other suites' fixtures,
     e.g. Playwright's, may leave a loop running in the main thread)."""
 
     async def main():
-        batcher = MicroBatcher(predictor, Metrics(), max_images, max_wait_s, max_queued)
+        batcher = MicroBatcher(
+            predictor, Metrics(), as_prepared, max_images, max_wait_s, max_queued
+        )
         batcher.start()
         try:
             return await scenario(batcher)
@@ -110,6 +123,23 @@ def test_a_failing_forward_fails_only_its_own_batch():
 
     result = run_with_batcher(EchoPredictor(fail_on=7), scenario)
     assert result.probabilities.argmax() == 2
+
+
+def test_an_unreadable_submission_fails_only_its_own_request():
+    predictor = EchoPredictor()
+
+    async def scenario(batcher):
+        return await asyncio.gather(
+            batcher.predict(images_of(4)),
+            batcher.predict(images_of(99)),
+            batcher.predict(images_of(8)),
+            return_exceptions=True,
+        )
+
+    four, unreadable, eight = run_with_batcher(predictor, scenario)
+    assert isinstance(unreadable, ValueError)
+    assert four.probabilities.argmax() == 4 and eight.probabilities.argmax() == 8
+    assert predictor.batch_sizes == [2]  # the readable two still shared one forward pass
 
 
 def test_a_caller_that_gives_up_does_not_disturb_the_others():

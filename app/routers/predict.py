@@ -8,7 +8,6 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from app.batching import MicroBatcher, Overloaded
 from app.dependencies import get_app_settings, get_batcher, get_metrics, get_predictor
@@ -58,7 +57,7 @@ REQUEST_BODY = {
 
 
 def prepare_images(uploads: list[Upload], max_pixels: int) -> list[PreparedImage]:
-    """Decode and preprocess every upload (CPU work: run off the event loop).
+    """Decode and preprocess every upload (CPU work: the batcher runs it on its thread).
 
     The first image that cannot be read fails the request, with a message that names it.
     """
@@ -125,14 +124,16 @@ async def predict(
     if predictor.weights is None:
         raise HTTPException(503, f"the model is not ready: {predictor.error}")
     uploads = await read_uploads(request, settings.max_images, settings.max_image_bytes)
-    images = await run_in_threadpool(prepare_images, uploads, settings.max_pixels)
     try:
-        result = await batcher.predict(np.stack([image.pixels for image in images]))
+        # Decoding and preprocessing happen on the batcher's thread (prepare_images).
+        result = await batcher.predict(uploads)
     except Overloaded as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
     predictions = [
         encode_prediction(upload, image, probabilities, top_k, return_input)
-        for upload, image, probabilities in zip(uploads, images, result.probabilities, strict=True)
+        for upload, image, probabilities in zip(
+            uploads, result.images, result.probabilities, strict=True
+        )
     ]
     metrics.record_predictions([prediction.digit for prediction in predictions])
     return PredictionResponse(
