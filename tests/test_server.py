@@ -1,69 +1,29 @@
 """A real `uvicorn app.main:app` on loopback: real sockets, real curl, a real streamed upload."""
 
-import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, running_uvicorn
 
 MAX_IMAGE_BYTES = 100_000
-STARTUP_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(reading_weights, tmp_path_factory):
-    """Base URL of a uvicorn process serving the reading weights; stopped with SIGTERM after."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "S4_WEIGHTS": str(reading_weights),
-        "S4_TORCH_THREADS": "1",
-        "S4_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
-    }
-    log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "--port", str(port), "--no-access-log"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"not ready in time:\n{log_path.read_text()}"
-            time.sleep(0.2)
+    """Base URL of a uvicorn process serving the reading weights."""
+    with running_uvicorn(
+        tmp_path_factory.mktemp("server"),
+        S4_WEIGHTS=str(reading_weights),
+        S4_TORCH_THREADS="1",
+        S4_MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
+    ) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

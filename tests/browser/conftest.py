@@ -6,18 +6,13 @@ unless S4_REQUIRE_BROWSER is set (CI sets it), in which case they fail.
 """
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import running_uvicorn
 
 CHROMIUM = Path(os.environ.get("S4_CHROMIUM", "/usr/bin/chromium"))
 # Headless, and quiet: the test machines have no internet, and Chromium's background services
@@ -32,7 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SERVER_START_TIMEOUT_S = 60
 DESKTOP = {"width": 1100, "height": 900}
 
 # Inference on a CI CPU can take a moment; Playwright's default of 5 s is tight for that.
@@ -49,64 +43,20 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_ready(base_url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"uvicorn exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            ready = httpx.get(f"{base_url}/ready", timeout=2)
-        except httpx.TransportError:
-            time.sleep(0.2)
-            continue
-        if ready.status_code == 200:
-            return
-        # 503 means the weights did not load, and waiting will not change that.
-        pytest.fail(f"the app is up but not ready: {ready.text}")
-    pytest.fail(f"uvicorn not ready after {SERVER_START_TIMEOUT_S} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory, reading_weights: Path) -> Iterator[str]:
     """The real app, `uvicorn app.main:app`, on a free loopback port; its URL.
 
     It serves the committed weights (S4_TEST_WEIGHTS may point elsewhere while developing).
     """
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
     # One torch thread: the page sends one image at a time, and CI machines are shared.
-    env = {
-        **os.environ,
-        "S4_WEIGHTS": str(reading_weights),
-        "S4_DEVICE": "cpu",
-        "S4_TORCH_THREADS": "1",
-    }
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_until_ready(base_url, server, log)
+    with running_uvicorn(
+        tmp_path_factory.mktemp("uvicorn"),
+        S4_WEIGHTS=str(reading_weights),
+        S4_DEVICE="cpu",
+        S4_TORCH_THREADS="1",
+    ) as base_url:
         yield base_url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture(scope="session")
