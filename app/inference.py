@@ -1,6 +1,8 @@
 """Inference: the loaded model on its device, and the one place a forward pass happens."""
 
+import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,7 +24,10 @@ class Predictor:
     """Owns the model for the service's lifetime.
 
     It never fakes readiness: until weights are loaded, verified and warmed up, ``ready`` is
-    False and ``error`` says why, so /ready can tell operators what to fix.
+    False and ``error`` says why, so /ready can tell operators what to fix. ``reload`` swaps in
+    new weights while serving: a forward pass reads ``self.weights`` once, so passes in flight
+    finish on the old model and later ones use the new one; weights that fail verification
+    never replace the ones being served.
     """
 
     def __init__(self, settings: Settings):
@@ -33,6 +38,7 @@ class Predictor:
         self.weights: LoadedWeights | None = None
         self.error: str | None = "weights not loaded yet"
         self.load_seconds: float | None = None
+        self._reload_lock = threading.Lock()  # one reload at a time; the last one wins
 
     @property
     def ready(self) -> bool:
@@ -48,13 +54,35 @@ class Predictor:
         torch.set_num_threads(self.torch_threads)
         try:
             device = resolve_device(self.requested_device)
-            weights = load_weights(self.weights_path, device)
-            self._warm_up(weights)
+            weights = self._load_verified(self.weights_path, device)
         except WeightsError as exc:
             self.weights, self.error = None, str(exc)
             return
         self.device, self.weights, self.error = device, weights, None
         self.load_seconds = time.perf_counter() - started
+
+    def reload(self, weights_path: Path | None = None) -> LoadedWeights:
+        """Load, verify and warm up ``weights_path`` (default: the current file), then serve it.
+
+        Blocking (run it off the event loop). Raises WeightsError, leaving the served weights
+        as they were, if the new ones are unusable. A successful reload also makes a service
+        that started without usable weights ready.
+        """
+        path = weights_path or self.weights_path
+        with self._reload_lock:
+            # Weights being served keep their device, so a pass in flight never sees it change;
+            # a service with nothing to serve yet picks its device as it did at start-up.
+            if self.weights is None:
+                self.device = resolve_device(self.requested_device)
+            weights = self._load_verified(path, self.device)
+            self.weights_path, self.weights, self.error = path, weights, None
+        return weights
+
+    @staticmethod
+    def _load_verified(weights_path: Path, device: torch.device) -> LoadedWeights:
+        weights = load_weights(weights_path, device)
+        Predictor._warm_up(weights)
+        return weights
 
     @staticmethod
     def _warm_up(weights: LoadedWeights) -> None:
@@ -77,6 +105,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [N, 1, 28, 28] (MNIST form: white ink on black) -> probabilities [N, 10]."""
-        if self.weights is None:
+        weights = self.weights  # one read: a reload may swap it while this pass runs
+        if weights is None:
             raise WeightsError(self.error or "weights not loaded")
-        return self._forward(self.weights.model, images, self.device).exp().cpu()
+        return self._forward(weights.model, images, self.device).exp().cpu()

@@ -1,18 +1,21 @@
 """The FastAPI application: ``uvicorn app.main:app`` or ``python -m app``."""
 
+import asyncio
 from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import MicroBatcher
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
-from app.routers import health, metrics, model, page, predict
+from app.routers import admin, health, metrics, model, page, predict
 from app.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -22,6 +25,7 @@ Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on 
 * `GET /model` — the layer summary (the network's contract) and the served weights' card.
 * `GET /health`, `GET /ready` — liveness and readiness.
 * `GET /metrics` — Prometheus metrics.
+* `POST /admin/reload` — swap in new weights (only when `S4_ADMIN_TOKEN` is set).
 """
 
 
@@ -31,6 +35,61 @@ async def validation_error_as_text(request: Request, exc: RequestValidationError
         f"{' '.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
     )
     return JSONResponse({"detail": problems}, status_code=422)
+
+
+class RequestTimeoutMiddleware:
+    """Bounds each HTTP request to ``timeout_s`` seconds, from its headers to its answer starting.
+
+    The size limits stop a client from sending too much; this stops one from sending too slowly
+    (a slowloris body trickling in byte by byte holds a request open for ever) and a request from
+    waiting for the model for ever. Past the deadline the request is cancelled and answered with
+    a JSON detail: 408 with ``Connection: close`` while its body is still arriving (uvicorn then
+    drops the connection, and whatever else the client sends), 503 with Retry-After once the body
+    was all in. An answer that has started is left to finish.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float):
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_received = False
+
+        async def receive_watching_body() -> Message:
+            nonlocal body_received
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_received = True
+            return message
+
+        async def send_lifting_deadline(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                deadline.reschedule(None)
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout_s) as deadline:
+                await self.app(scope, receive_watching_body, send_lifting_deadline)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # someone else's timeout: a server error like any other
+            limit = f"{self.timeout_s:g} s (S4_REQUEST_TIMEOUT_S)"
+            if body_received:
+                response = JSONResponse(
+                    {"detail": f"no answer within {limit}: the service is busy; retry shortly"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+            else:
+                response = JSONResponse(
+                    {"detail": f"the request body was still arriving after {limit}"},
+                    status_code=408,
+                    headers={"Connection": "close"},
+                )
+            await response(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,6 +129,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = app_metrics
+    # The last added runs first: telemetry sees every answer, CORS headers reach the timeouts'.
+    app.add_middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],  # image/png bodies need it; never Authorization
+        )
     app.add_middleware(RequestTelemetryMiddleware, metrics=app_metrics)
     app.add_exception_handler(RequestValidationError, validation_error_as_text)
     app.include_router(health.router)
@@ -77,6 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(metrics.router)
     app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
+    if settings.admin_token:
+        app.include_router(admin.router)
     return app
 
 

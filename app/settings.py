@@ -1,14 +1,15 @@
 """Service settings, read from the environment (prefix ``S4_``) by pydantic-settings."""
 
+import json
 import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Each worker is a process with its own model (~360 MiB resident); past this many, scale out
 # with more machines or replicas rather than filling one host with processes by default.
@@ -108,6 +109,34 @@ class Settings(BaseSettings):
         description="Most images waiting for a forward pass; beyond that /predict answers 503 "
         "with Retry-After at once instead of letting latency grow without bound.",
     )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time one request may take, from its headers to its answer. A body "
+        "still arriving then gets 408 and the connection is closed (slow or stalled clients); "
+        "a request still waiting for the model gets 503 with Retry-After.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Enables POST /admin/reload for callers that send it as a bearer token; "
+        "unset or empty, the admin endpoints do not exist (404).",
+    )
+    # NoDecode: pydantic-settings would parse the value as JSON only; the validator also takes
+    # the comma-separated form people write by hand.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Origins other web pages may call the API from (CORS), comma-separated or a "
+        "JSON list; empty (the default) means no CORS: browsers allow same-origin calls only.",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def split_origins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [origin.strip() for origin in value.split(",") if origin.strip()]
 
 
 @lru_cache

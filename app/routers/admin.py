@@ -1,0 +1,92 @@
+"""POST /admin/reload: serve new weights without a restart, for holders of the admin token.
+
+The router is mounted only when S4_ADMIN_TOKEN is set; otherwise /admin/* does not exist (404).
+A reload applies to the worker process that receives it: each uvicorn worker (WEB_CONCURRENCY)
+has its own model, so with several, restart them instead; the image and the Kubernetes manifests
+run one worker per container. An endpoint rather than SIGHUP: a signal cannot carry a path or
+report a refused file, and uvicorn's supervisor already uses SIGHUP to restart its workers.
+"""
+
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from app.dependencies import get_app_settings, get_predictor
+from app.inference import Predictor
+from app.settings import Settings
+from app.weights import WeightsError
+
+# auto_error=False: a missing or non-Bearer Authorization header gets this module's 401 with a
+# JSON detail that says what to send, like every other error of the service.
+bearer_token = HTTPBearer(auto_error=False, description="The value of S4_ADMIN_TOKEN.")
+
+
+def require_admin_token(
+    settings: Annotated[Settings, Depends(get_app_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_token)],
+) -> None:
+    if credentials is None:
+        raise HTTPException(
+            401,
+            "send the admin token as `Authorization: Bearer <S4_ADMIN_TOKEN>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    expected = settings.admin_token.get_secret_value().encode()
+    # Constant time, so response timing does not reveal how much of a guess was right.
+    if not secrets.compare_digest(credentials.credentials.encode(), expected):
+        raise HTTPException(403, "the admin token is wrong")
+
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin_token)])
+
+
+class ReloadRequest(BaseModel):
+    weights: Path | None = Field(
+        None,
+        description="Weights file to serve from now on (its card is the .json beside it); "
+        "default: the file being served, re-read (e.g. after replacing it on disk).",
+    )
+
+
+class ReloadResponse(BaseModel):
+    file: str = Field(description="The weights file now being served.")
+    sha256: str = Field(description="Its SHA-256, as /predict and /model report it from now on.")
+    load_ms: float = Field(description="Time to load, verify and warm up the new weights.")
+
+
+@router.post(
+    "/reload",
+    response_model=ReloadResponse,
+    summary="Swap in new weights while serving",
+    responses={
+        401: {"description": "No bearer token."},
+        403: {"description": "Wrong token."},
+        422: {"description": "The new weights are unusable; the old ones are still served."},
+    },
+)
+async def reload_weights(
+    predictor: Annotated[Predictor, Depends(get_predictor)],
+    request: ReloadRequest | None = None,
+) -> ReloadResponse:
+    """Load, verify (SHA-256 against the card, tensor shapes) and warm up the weights off the
+    event loop, then switch to them in one step: requests in flight finish on the old model, later
+    ones use the new one. Unusable weights (422, the detail names the file and the problem)
+    leave the old model serving.
+    """
+    started = time.perf_counter()
+    try:
+        weights = await run_in_threadpool(predictor.reload, request.weights if request else None)
+    except WeightsError as exc:
+        serving = predictor.weights.sha256 if predictor.weights else "nothing (not ready)"
+        raise HTTPException(422, f"{exc}; still serving {serving}") from None
+    return ReloadResponse(
+        file=str(weights.path),
+        sha256=weights.sha256,
+        load_ms=(time.perf_counter() - started) * 1000.0,
+    )
