@@ -2,8 +2,8 @@
 
 The router is mounted only when S4_ADMIN_TOKEN is set; otherwise /admin/* does not exist (404).
 A reload applies to the worker process that receives it: each uvicorn worker (WEB_CONCURRENCY)
-has its own model, so with several, restart them instead; the image and the Kubernetes manifests
-run one worker per container. An endpoint rather than SIGHUP: a signal cannot carry a path or
+has its own model, so with several, restart them instead; the Kubernetes manifests run one
+worker per pod. An endpoint rather than SIGHUP: a signal cannot carry a path or
 report a refused file, and uvicorn's supervisor already uses SIGHUP to restart its workers.
 """
 

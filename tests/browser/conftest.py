@@ -59,7 +59,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, reading_weights: Path)
         yield base_url
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an asyncio loop running in the main thread while it
+# is open, and tests after the browser's (asyncio.run in other modules) need it closed again.
+@pytest.fixture(scope="module")
 def browser(chromium_path: Path) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
