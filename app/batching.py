@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from app.inference import Predictor
 from app.metrics import Metrics
@@ -39,6 +38,7 @@ class Overloaded(Exception):
 class BatchResult:
     images: Sequence[PreparedImage]  # what ``prepare`` made of the submission, in order
     probabilities: np.ndarray  # float32 [n, 10], one row per image, in order
+    weights_sha256: str  # the weights that computed them (a reload may swap them mid-flight)
     inference_ms: float  # how long the forward pass holding these images took on the device
 
 
@@ -161,11 +161,10 @@ class MicroBatcher:
             return prepared
         pixels = np.stack([image.pixels for images in readable for image in images])
         started = time.perf_counter()
-        probabilities = self.predictor.probabilities(torch.from_numpy(pixels).unsqueeze(1))
+        forward = self.predictor.forward(pixels)
         milliseconds = (time.perf_counter() - started) * 1000.0
         self.metrics.forward_batch_images.observe(len(pixels))
         self.metrics.forward_seconds.observe(milliseconds / 1000.0)
-        rows = probabilities.numpy()
         outcomes: list[BatchResult | Exception] = []
         start = 0
         for images in prepared:
@@ -173,6 +172,7 @@ class MicroBatcher:
                 outcomes.append(images)
                 continue
             end = start + len(images)
-            outcomes.append(BatchResult(images, rows[start:end], milliseconds))
+            rows = forward.probabilities[start:end]
+            outcomes.append(BatchResult(images, rows, forward.weights_sha256, milliseconds))
             start = end
         return outcomes

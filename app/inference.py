@@ -2,11 +2,14 @@
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from app.model import INPUT_SHAPE, normalize
+from app.model import INPUT_SHAPE
+from app.runtime import Runtime, make_runtime
 from app.settings import Settings
 from app.weights import LoadedWeights, WeightsError, load_weights
 
@@ -20,29 +23,54 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """Verified weights and the runtime built from them: swapped as one by a reload."""
+
+    weights: LoadedWeights
+    runtime: Runtime
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    probabilities: np.ndarray  # float32 [N, 10], one row per image, in order
+    weights_sha256: str  # the weights that computed them
+
+
 class Predictor:
     """Owns the model for the service's lifetime.
 
     It never fakes readiness: until weights are loaded, verified and warmed up, ``ready`` is
     False and ``error`` says why, so /ready can tell operators what to fix. ``reload`` swaps in
-    new weights while serving: a forward pass reads ``self.weights`` once, so passes in flight
-    finish on the old model and later ones use the new one; weights that fail verification
-    never replace the ones being served.
+    new weights while serving: a forward pass reads ``self.served`` once, so passes in flight
+    finish on the old model (and report its SHA-256) and later ones use the new one; weights
+    that fail verification never replace the ones being served.
     """
 
     def __init__(self, settings: Settings):
         self.weights_path = settings.weights
         self.requested_device = settings.device
-        self.torch_threads = settings.torch_threads
+        self.requested_runtime = settings.runtime
+        self.cpu_threads = settings.cpu_threads
         self.device = torch.device("cpu")
-        self.weights: LoadedWeights | None = None
+        self.served: ServedModel | None = None
         self.error: str | None = "weights not loaded yet"
         self.load_seconds: float | None = None
         self._reload_lock = threading.Lock()  # one reload at a time; the last one wins
 
     @property
     def ready(self) -> bool:
-        return self.weights is not None
+        return self.served is not None
+
+    @property
+    def weights(self) -> LoadedWeights | None:
+        served = self.served
+        return served.weights if served else None
+
+    @property
+    def runtime_name(self) -> str | None:
+        served = self.served
+        return served.runtime.name if served else None
 
     def load(self) -> None:
         """Load, verify and warm up the weights; on failure keep serving health and say why.
@@ -51,14 +79,14 @@ class Predictor:
         (one thread per core in every worker process) oversubscribes the CPUs.
         """
         started = time.perf_counter()
-        torch.set_num_threads(self.torch_threads)
+        torch.set_num_threads(self.cpu_threads)
         try:
             device = resolve_device(self.requested_device)
-            weights = self._load_verified(self.weights_path, device)
+            served = self._load_verified(self.weights_path, device)
         except WeightsError as exc:
-            self.weights, self.error = None, str(exc)
+            self.served, self.error = None, str(exc)
             return
-        self.device, self.weights, self.error = device, weights, None
+        self.device, self.served, self.error = device, served, None
         self.load_seconds = time.perf_counter() - started
 
     def reload(self, weights_path: Path | None = None) -> LoadedWeights:
@@ -72,40 +100,23 @@ class Predictor:
         with self._reload_lock:
             # Weights being served keep their device, so a pass in flight never sees it change;
             # a service with nothing to serve yet picks its device as it did at start-up.
-            if self.weights is None:
+            if self.served is None:
                 self.device = resolve_device(self.requested_device)
-            weights = self._load_verified(path, self.device)
-            self.weights_path, self.weights, self.error = path, weights, None
-        return weights
+            served = self._load_verified(path, self.device)
+            self.weights_path, self.served, self.error = path, served, None
+        return served.weights
 
-    @staticmethod
-    def _load_verified(weights_path: Path, device: torch.device) -> LoadedWeights:
+    def _load_verified(self, weights_path: Path, device: torch.device) -> ServedModel:
         weights = load_weights(weights_path, device)
-        Predictor._warm_up(weights)
-        return weights
+        runtime = make_runtime(self.requested_runtime, weights.model, device, self.cpu_threads)
+        # The first passes allocate and pick kernels; pay that before /ready says yes.
+        for batch_size in (1, 8):
+            runtime(np.zeros((batch_size, *INPUT_SHAPE[1:]), dtype=np.uint8))
+        return ServedModel(weights, runtime)
 
-    @staticmethod
-    def _warm_up(weights: LoadedWeights) -> None:
-        # channels_last (NHWC) runs this net's narrow convolutions and max-pools about twice as
-        # fast on the CPU as torch's default NCHW, with the same predictions (bench/model.py).
-        weights.model.to(memory_format=torch.channels_last)
-        # The first forward pass allocates and picks kernels; pay that before /ready says yes.
-        blank = torch.zeros((8, *INPUT_SHAPE), dtype=torch.uint8)
-        device = next(weights.model.parameters()).device
-        with torch.inference_mode():
-            Predictor._forward(weights.model, blank, device)
-
-    @staticmethod
-    def _forward(model: torch.nn.Module, images: torch.Tensor, device: torch.device):
-        if device.type == "cuda":
-            images = images.pin_memory()  # lets the copy to the GPU run asynchronously
-        batch = normalize(images.to(device, non_blocking=True))
-        return model(batch.contiguous(memory_format=torch.channels_last))
-
-    @torch.inference_mode()
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images [N, 1, 28, 28] (MNIST form: white ink on black) -> probabilities [N, 10]."""
-        weights = self.weights  # one read: a reload may swap it while this pass runs
-        if weights is None:
+    def forward(self, images: np.ndarray) -> ForwardPass:
+        """uint8 images [N, 28, 28] (MNIST form: white ink on black) -> their probabilities."""
+        served = self.served  # one read: a reload may swap it while this pass runs
+        if served is None:
             raise WeightsError(self.error or "weights not loaded")
-        return self._forward(weights.model, images, self.device).exp().cpu()
+        return ForwardPass(served.runtime(images), served.weights.sha256)

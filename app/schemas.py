@@ -12,6 +12,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool = Field(description="True once weights are loaded, verified and warmed up.")
     device: str = Field(description="Where the model runs (`cpu`, `cuda`).")
+    runtime: str | None = Field(
+        None, description="What runs the forward pass (`onnxruntime`, `torch`), once ready."
+    )
     detail: str | None = Field(None, description="Why the service is not ready, if it is not.")
 
 

@@ -297,7 +297,7 @@ def fuzz_target(use_server: bool) -> Iterator[httpx.Client]:
         ):
             yield client  # running_server raises if the process died meanwhile
         return
-    app = create_app(Settings(weights=COMMITTED_WEIGHTS, torch_threads=1))
+    app = create_app(Settings(weights=COMMITTED_WEIGHTS, cpu_threads=1))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -79,7 +79,7 @@ def running_server(env: dict[str, str], ready_status: int = 200) -> Iterator[Ser
             [*command, "--port", str(port), "--no-access-log"],
             cwd=REPO_ROOT,
             # MALLOC_ARENA_MAX=2 as the image and `make serve` set it (README "Reliability").
-            env={**os.environ, "S4_TORCH_THREADS": "1", "MALLOC_ARENA_MAX": "2", **env},
+            env={**os.environ, "S4_CPU_THREADS": "1", "MALLOC_ARENA_MAX": "2", **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -1,6 +1,10 @@
 """Forward-pass speed of the S4 net: images/s at batch 1, 64 and 1024, and share of peak FLOP/s.
 
-    python bench/model.py [--device cpu|cuda] [--seconds 3] [--peak-gflops N]
+    python bench/model.py [--device cpu|cuda] [--threads N] [--seconds 3] [--peak-gflops N]
+
+Each runtime the service can use (app/runtime.py: ONNX Runtime, PyTorch in channels_last) is
+timed from uint8 pixels to probabilities, as the service calls it, next to plain PyTorch (NCHW,
+torch's default layout) for reference.
 
 The peak defaults to an estimate for this CPU (cores x GHz x FLOP/cycle from its vector units);
 pass --peak-gflops to compare against a different figure. Weights do not change the speed, so a
@@ -13,11 +17,14 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import torch
 from torchinfo import summary
 
 from app.inference import resolve_device
-from app.model import INPUT_SHAPE, S4Net, normalize
+from app.model import INPUT_SHAPE, S4Net
+from app.runtime import OnnxRuntime, ProbabilitiesNet, TorchRuntime
 
 
 def cpu_peak_gflops() -> float:
@@ -34,56 +41,61 @@ def cpu_peak_gflops() -> float:
     return cores * ghz * 2 * lanes * 2
 
 
-def time_batch(model, images, device, seconds: float) -> float:
+def time_batch(runtime, images: np.ndarray, seconds: float) -> float:
     """Images per second for repeated forward passes of ``images`` (warmed up first)."""
-    with torch.inference_mode():
-        for _ in range(3):
-            model(normalize(images.to(device)))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        passes, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            model(normalize(images.to(device))).cpu()
-            passes += 1
-        elapsed = time.perf_counter() - start
-    return passes * images.shape[0] / elapsed
+    for _ in range(3):
+        runtime(images)
+    passes, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        runtime(images)  # returns numpy: a GPU pass has finished when it returns
+        passes += 1
+    return passes * images.shape[0] / (time.perf_counter() - start)
+
+
+class PlainTorch:
+    """torch's defaults: NCHW, the module called as it is."""
+
+    def __init__(self, net: S4Net, device: torch.device):
+        self.model, self.device = ProbabilitiesNet(net).eval(), device
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(images).to(self.device)).cpu().numpy()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per batch size")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--peak-gflops", type=float, help="peak fp32 GFLOP/s to compare against")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    # The service's layout (channels_last, see app/inference.py) next to torch's default NCHW.
-    layouts = {
-        "nchw": (S4Net().to(device).eval(), torch.contiguous_format),
-        "nhwc": (S4Net().to(device).eval().to(memory_format=torch.channels_last),
-                 torch.channels_last),
-    }  # fmt: skip
+    torch.set_num_threads(args.threads)
+    net = S4Net().to(device).eval()
+    runtimes = {"torch nchw": PlainTorch(net, device), "torch": TorchRuntime(net, device)}
+    if device.type == "cpu":
+        runtimes["onnxruntime"] = OnnxRuntime(net, args.threads)
     macs = summary(S4Net(), input_size=(1, *INPUT_SHAPE), verbose=0).total_mult_adds
     peak = args.peak_gflops or (cpu_peak_gflops() if device.type == "cpu" else None)
     print(
         f"device {device} ({platform.processor() or platform.machine()}), "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads"
     )
     print(
         f"{macs / 1e6:.2f} M multiply-adds per image; peak estimate "
         f"{f'{peak:.0f} GFLOP/s' if peak else 'n/a'}"
     )
-    print(
-        f"{'layout':>6} {'batch':>6} {'images/s':>10} {'ms/batch':>9} {'GFLOP/s':>8} {'of peak':>8}"
-    )
-    for name, (model, memory_format) in layouts.items():
+    print(f"{'runtime':>11} {'batch':>6} {'images/s':>10} {'ms/batch':>9} {'GFLOP/s':>8} "
+          f"{'of peak':>8}")  # fmt: skip
+    for name, runtime in runtimes.items():
         for batch in (1, 64, 1024):
-            images = torch.randint(0, 256, (batch, *INPUT_SHAPE), dtype=torch.uint8)
-            images = images.contiguous(memory_format=memory_format)
-            rate = time_batch(model, images, device, args.seconds)
+            images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+            rate = time_batch(runtime, images, args.seconds)
             gflops = rate * macs * 2 / 1e9
             share = f"{gflops / peak:.1%}" if peak else "n/a"
-            print(f"{name:>6} {batch:>6} {rate:>10,.0f} {batch / rate * 1e3:>9.3f} "
+            print(f"{name:>11} {batch:>6} {rate:>10,.0f} {batch / rate * 1e3:>9.3f} "
                   f"{gflops:>8.1f} {share:>8}")  # fmt: skip
 
 

@@ -44,7 +44,7 @@ def ours(workers: int | None = None, threads: int | None = None) -> Server:
     if workers is not None:
         env["WEB_CONCURRENCY"] = str(workers)
     if threads is not None:
-        env["S4_TORCH_THREADS"] = str(threads)
+        env["S4_CPU_THREADS"] = str(threads)
     name = "s4digits" if workers is None else f"s4digits {workers}x{threads}"
     return Server(name, [sys.executable, "-m", "app"], env, "/ready")
 

@@ -55,7 +55,12 @@ def test_ready_and_health_with_weights(make_client, untrained_weights):
         assert client.get("/health").json() == {"status": "ok"}
         ready = client.get("/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "device": "cpu", "detail": None}
+    assert ready.json() == {
+        "ready": True,
+        "device": "cpu",
+        "runtime": "onnxruntime",
+        "detail": None,
+    }
 
 
 def test_without_weights_the_service_starts_and_says_why(make_client, tmp_path):

@@ -43,7 +43,7 @@ def fuzz_settings(examples: int):
 
 @pytest.fixture(scope="module")
 def client(reading_weights):
-    app = create_app(Settings(weights=reading_weights, torch_threads=1))
+    app = create_app(Settings(weights=reading_weights, cpu_threads=1))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

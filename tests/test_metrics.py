@@ -20,7 +20,7 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 @pytest.fixture
 def client(make_client, untrained_weights):
-    with make_client(weights=untrained_weights, torch_threads=1) as client:
+    with make_client(weights=untrained_weights, cpu_threads=1) as client:
         yield client
 
 

@@ -5,7 +5,6 @@ from io import BytesIO
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -20,13 +19,13 @@ SAMPLE = 200  # MNIST test digits re-drawn per transformation in the rendering t
 
 @pytest.fixture(scope="module")
 def reading_client(reading_weights):
-    with TestClient(create_app(Settings(weights=reading_weights, torch_threads=1))) as client:
+    with TestClient(create_app(Settings(weights=reading_weights, cpu_threads=1))) as client:
         yield client
 
 
 @pytest.fixture
 def untrained_client(make_client, untrained_weights):
-    with make_client(weights=untrained_weights, torch_threads=1) as client:
+    with make_client(weights=untrained_weights, cpu_threads=1) as client:
         yield client
 
 
@@ -36,9 +35,9 @@ def multipart(*images: bytes, field: str = "file") -> list:
 
 def tensor_path(weights, images: np.ndarray) -> np.ndarray:
     """Probabilities straight from the Predictor for uint8 images [N, 28, 28]: no HTTP, no PNG."""
-    predictor = Predictor(Settings(weights=weights, torch_threads=1))
+    predictor = Predictor(Settings(weights=weights, cpu_threads=1))
     predictor.load()
-    return predictor.probabilities(torch.from_numpy(images).unsqueeze(1)).numpy()
+    return predictor.forward(images).probabilities
 
 
 # Answers -------------------------------------------------------------------------------------

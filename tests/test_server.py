@@ -20,7 +20,7 @@ def server(reading_weights, tmp_path_factory):
     with running_uvicorn(
         tmp_path_factory.mktemp("server"),
         S4_WEIGHTS=str(reading_weights),
-        S4_TORCH_THREADS="1",
+        S4_CPU_THREADS="1",
         S4_MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
     ) as base_url:
         yield base_url

@@ -26,5 +26,10 @@ def health() -> Health:
 )
 def ready(predictor: Annotated[Predictor, Depends(get_predictor)]) -> JSONResponse:
     """200 once the model can answer /predict; 503 with the reason (e.g. bad weights) otherwise."""
-    body = Readiness(ready=predictor.ready, device=str(predictor.device), detail=predictor.error)
+    body = Readiness(
+        ready=predictor.ready,
+        device=str(predictor.device),
+        runtime=predictor.runtime_name,
+        detail=predictor.error,
+    )
     return JSONResponse(body.model_dump(), status_code=200 if predictor.ready else 503)

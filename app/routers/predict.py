@@ -121,7 +121,7 @@ async def predict(
     ink on black (MNIST's form) is read as it is; anything else is brought to that form: a light
     background is inverted, the ink is cropped, scaled to 20 px and centred by its mass.
     """
-    if predictor.weights is None:
+    if not predictor.ready:
         raise HTTPException(503, f"the model is not ready: {predictor.error}")
     uploads = await read_uploads(request, settings.max_images, settings.max_image_bytes)
     try:
@@ -138,7 +138,7 @@ async def predict(
     metrics.record_predictions([prediction.digit for prediction in predictions])
     return PredictionResponse(
         predictions=predictions,
-        weights_sha256=predictor.weights.sha256,
+        weights_sha256=result.weights_sha256,
         device=str(predictor.device),
         inference_ms=result.inference_ms,
     )

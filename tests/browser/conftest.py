@@ -54,7 +54,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, reading_weights: Path)
         tmp_path_factory.mktemp("uvicorn"),
         S4_WEIGHTS=str(reading_weights),
         S4_DEVICE="cpu",
-        S4_TORCH_THREADS="1",
+        S4_CPU_THREADS="1",
     ) as base_url:
         yield base_url
 
