@@ -12,6 +12,7 @@ from PIL import Image
 
 from app.inference import Predictor
 from app.main import create_app
+from app.schemas import PredictionResponse
 from app.settings import Settings
 
 SAMPLE = 200  # MNIST test digits re-drawn per transformation in the rendering tests
@@ -109,6 +110,25 @@ def test_return_input_shows_what_the_model_read(reading_client, mnist_test_set, 
     exact, rebuilt = (p["model_input"] for p in response.json()["predictions"])
     assert np.array_equal(np.array(exact), pixels)  # MNIST form goes in unchanged
     assert np.array(rebuilt).shape == (28, 28) and np.array(rebuilt).max() == 255
+
+
+@pytest.mark.parametrize("params", [{}, {"top_k": 10, "return_input": "1"}])
+def test_answers_have_the_documented_shape(reading_client, mnist_test_set, encode_image, params):
+    """/predict encodes its answers itself (not through FastAPI): hold them to the schema /docs
+    publishes, strictly, so a field can't go missing or change type unnoticed."""
+    uploads = multipart(*(encode_image(pixels) for pixels in mnist_test_set[0][:3]))
+    response = reading_client.post("/predict", params=params, files=uploads)
+    assert response.headers["content-type"] == "application/json"
+    answer = PredictionResponse.model_validate_json(response.content, strict=True)
+    assert answer.model_dump(mode="json") == response.json()
+    documented = reading_client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    assert {parameter["name"] for parameter in documented["parameters"]} == {
+        "top_k",
+        "return_input",
+    }
+    assert set(documented["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
+    ok = documented["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok["$ref"].endswith("/PredictionResponse")
 
 
 @pytest.mark.slow
@@ -270,7 +290,16 @@ def test_malformed_multipart_is_400(untrained_client):
 
 def test_query_errors_are_a_readable_422(untrained_client):
     response = untrained_client.post("/predict", params={"top_k": 11}, content=b"x")
-    assert response.status_code == 422 and "top_k" in detail(response)
+    assert response.status_code == 422
+    assert detail(response) == "query top_k: Input should be less than or equal to 10"
+    response = untrained_client.post("/predict", params={"return_input": "perhaps"}, content=b"x")
+    assert response.status_code == 422 and "return_input" in detail(response)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_predict_takes_only_post(untrained_client, method):
+    response = untrained_client.request(method, "/predict")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
 
 
 def test_not_ready_is_503(make_client, tmp_path):
