@@ -110,6 +110,8 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     Transparency is composited on white, as a browser shows it: a digit drawn on a transparent
     canvas is ink on white paper. 16-bit grayscale is scaled down to 8 bits, not clipped.
     """
+    if image.mode == "L" and not image.has_transparency_data:
+        return np.asarray(image, dtype=np.uint8)  # already 8-bit gray, as MNIST uploads are
     if image.mode in SIXTEEN_BIT_MODES:
         wide = np.asarray(image, dtype=np.float64)
         return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)

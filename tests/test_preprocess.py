@@ -230,6 +230,16 @@ def test_palette_transparency_is_composited_on_white():
     assert to_grayscale(palette)[0, 0] == 255
 
 
+def test_grayscale_transparency_is_composited_on_white(encode_image):
+    """An 8-bit gray PNG whose black is transparent (a tRNS chunk) reads as white there."""
+    gray = Image.new("L", (4, 4), 0)
+    gray.putpixel((1, 1), 128)
+    decoded = decode_image(encode_image(gray, transparency=0), MAX_PIXELS)
+    assert decoded.mode == "L" and decoded.has_transparency_data
+    assert to_grayscale(decoded).tolist()[0][:2] == [255, 255]
+    assert to_grayscale(decoded)[1, 1] == 128
+
+
 def test_sixteen_bit_grayscale_is_scaled_not_clipped(encode_image):
     wide = np.array([[0, 257 * 128, 65535]], dtype=np.uint16)
     decoded = decode_image(encode_image(Image.fromarray(wide)), MAX_PIXELS)
