@@ -39,7 +39,8 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from bench.load import COMMITTED_WEIGHTS, running_server
+from bench.load import COMMITTED_WEIGHTS, SERVICE_ENV
+from bench.servers import running_server
 
 IMAGE_FORMATS = ["PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP"]
 ANIMATED_FORMATS = {"PNG", "GIF", "WEBP", "TIFF"}  # save_all writes several frames
@@ -292,7 +293,7 @@ def fuzz_target(use_server: bool) -> Iterator[httpx.Client]:
     """The app in process (TestClient, the whole ASGI stack), or a real uvicorn on loopback."""
     if use_server:
         with (
-            running_server({"S4_WEIGHTS": str(COMMITTED_WEIGHTS)}) as server,
+            running_server(SERVICE_ENV) as server,
             httpx.Client(base_url=server.url, timeout=30) as client,
         ):
             yield client  # running_server raises if the process died meanwhile

@@ -17,16 +17,10 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -35,80 +29,17 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.servers import Server, running_server
 from training.mnist import TEST_IMAGES, TEST_LABELS, read_idx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("S4_DATA_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
 COMMITTED_WEIGHTS = REPO_ROOT / "weights" / "s4net.safetensors"
-STARTUP_TIMEOUT_S = 60
 
 
-@dataclass(frozen=True)
-class Server:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def rss_mib(self) -> float:
-        """Resident memory of the server process, from /proc (Linux)."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-        return int(line.split()[1]) / 1024.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def running_server(env: dict[str, str], ready_status: int = 200) -> Iterator[Server]:
-    """One `uvicorn app.main:app` process on 127.0.0.1 with ``env`` added to the environment.
-
-    Yields once /ready answers ``ready_status`` (503 for a server meant to refuse its weights);
-    stopped with SIGTERM (then SIGKILL) afterwards; RuntimeError if it died on its own. Its log
-    goes to a temporary file, removed after a clean stop and kept (its path in the error) after a
-    death.
-    """
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-    with tempfile.NamedTemporaryFile(prefix="s4-uvicorn-", suffix=".log", delete=False) as log:
-        log_path = Path(log.name)
-        process = subprocess.Popen(
-            [*command, "--port", str(port), "--no-access-log"],
-            cwd=REPO_ROOT,
-            # MALLOC_ARENA_MAX=2 as the image and `make serve` set it (README "Reliability").
-            env={**os.environ, "S4_CPU_THREADS": "1", "MALLOC_ARENA_MAX": "2", **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{server.url}/ready", timeout=1).status_code == ready_status:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready in {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield server
-        if process.poll() is not None:  # a crash the caller's own checks may have missed
-            raise RuntimeError(f"the server died (exit {process.returncode}); log: {log_path}")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log_path.unlink()
+# Run as `make serve` and the image run it (README "Reliability"); one CPU thread leaves the
+# other core to this load generator.
+SERVICE_ENV = {"S4_WEIGHTS": str(COMMITTED_WEIGHTS), "S4_CPU_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
 
 
 # The request mix ---------------------------------------------------------------------------
@@ -277,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-growth-mib", type=float, default=32.0)
     args = parser.parse_args(argv)
     cases = load_cases(*mnist_test_digits())
-    with running_server({"S4_WEIGHTS": str(COMMITTED_WEIGHTS)}) as server:
+    with running_server(SERVICE_ENV) as server:
         report = run_load(
             server, cases, args.seconds, args.clients, args.max_requests, args.warmup_s
         )

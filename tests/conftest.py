@@ -2,15 +2,10 @@
 
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -96,60 +91,3 @@ def encode_image() -> ImageEncoder:
         return buffer.getvalue()
 
     return encode
-
-
-SERVER_START_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def running_uvicorn(log_dir: Path, **env: str) -> Iterator[str]:
-    """`uvicorn app.main:app` on a free loopback port, with ``env`` added to the environment.
-
-    Yields the base URL once /ready answers 200; fails the test with the server's log if it exits
-    or reports not-ready (a 503 means the weights did not load, and waiting will not change
-    that). Stopped with SIGTERM, as an orchestrator would.
-    """
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log = log_dir / "uvicorn.log"
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--no-access-log"]
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"uvicorn exited with {server.returncode}:\n{log.read_text()}")
-            try:
-                ready = httpx.get(f"{base_url}/ready", timeout=2)
-            except httpx.TransportError:
-                ready = None
-            if ready is not None and ready.status_code == 200:
-                break
-            if ready is not None:
-                pytest.fail(f"the app is up but not ready: {ready.text}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"uvicorn not ready after {SERVER_START_TIMEOUT_S} s:\n{log.read_text()}"
-                )
-            time.sleep(0.2)
-        yield base_url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

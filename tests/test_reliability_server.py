@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from app.model import S4Net
 from app.weights import card_path_for, save_weights
 from bench.fuzz import contract_violation, predict_requests
-from bench.load import load_cases, run_load, running_server
+from bench.load import load_cases, run_load
+from bench.servers import running_server
 from tests.test_reliability import AUTH, TOKEN, card_sha, tamper
 
 REQUEST_TIMEOUT_S = 2
@@ -43,6 +44,8 @@ def server(weights_pair):
         "S4_WEIGHTS": str(weights_pair[0]),
         "S4_ADMIN_TOKEN": TOKEN,
         "S4_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
+        "S4_CPU_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
     }
     with running_server(env) as server:
         yield server

@@ -9,21 +9,22 @@ import subprocess
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, running_uvicorn
+from bench.servers import running_server
+from tests.conftest import REPO_ROOT
 
 MAX_IMAGE_BYTES = 100_000
 
 
 @pytest.fixture(scope="module")
-def server(reading_weights, tmp_path_factory):
+def server(reading_weights):
     """Base URL of a uvicorn process serving the reading weights."""
-    with running_uvicorn(
-        tmp_path_factory.mktemp("server"),
-        S4_WEIGHTS=str(reading_weights),
-        S4_CPU_THREADS="1",
-        S4_MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
-    ) as base_url:
-        yield base_url
+    env = {
+        "S4_WEIGHTS": str(reading_weights),
+        "S4_CPU_THREADS": "1",
+        "S4_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+    }
+    with running_server(env) as server:
+        yield server.url
 
 
 @pytest.fixture

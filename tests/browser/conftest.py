@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import running_uvicorn
+from bench.servers import running_server
 
 CHROMIUM = Path(os.environ.get("S4_CHROMIUM", "/usr/bin/chromium"))
 # Headless, and quiet: the test machines have no internet, and Chromium's background services
@@ -44,19 +44,15 @@ def chromium_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory, reading_weights: Path) -> Iterator[str]:
+def live_server(reading_weights: Path) -> Iterator[str]:
     """The real app, `uvicorn app.main:app`, on a free loopback port; its URL.
 
     It serves the committed weights (S4_TEST_WEIGHTS may point elsewhere while developing).
     """
     # One torch thread: the page sends one image at a time, and CI machines are shared.
-    with running_uvicorn(
-        tmp_path_factory.mktemp("uvicorn"),
-        S4_WEIGHTS=str(reading_weights),
-        S4_DEVICE="cpu",
-        S4_CPU_THREADS="1",
-    ) as base_url:
-        yield base_url
+    env = {"S4_WEIGHTS": str(reading_weights), "S4_DEVICE": "cpu", "S4_CPU_THREADS": "1"}
+    with running_server(env) as server:
+        yield server.url
 
 
 # Module scope: Playwright's sync API keeps an asyncio loop running in the main thread while it

@@ -1,0 +1,108 @@
+"""A server process on a free loopback port, for the benchmarks and the tests that need real HTTP.
+
+with running_server({"S4_WEIGHTS": "weights/s4net.safetensors"}) as server:
+    httpx.get(server.url + "/ready")
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# uvicorn's own access log is off: the app logs each request once, as JSON (app.metrics).
+UVICORN_APP = (sys.executable, "-m", "uvicorn", "app.main:app", "--no-access-log")
+STARTUP_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server and its worker processes, from /proc (Linux)."""
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        total_kib = 0
+        for pid in [str(self.process.pid), *children]:
+            status = Path(f"/proc/{pid}/status")
+            for line in status.read_text().splitlines() if status.exists() else []:
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+        return total_kib / 1024.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_server(
+    env: dict[str, str],
+    command: Sequence[str] = UVICORN_APP,
+    ready_path: str = "/ready",
+    ready_status: int = 200,
+) -> Iterator[Server]:
+    """``command`` (by default `uvicorn app.main:app`) on 127.0.0.1, ``env`` added to its
+    environment, the port given as S4_PORT (``python -m app``) and UVICORN_PORT (uvicorn's CLI).
+
+    Yields once ``ready_path`` answers ``ready_status`` (503 for a server meant to refuse its
+    weights). Any other answer fails at once: the app loads its model before it takes requests,
+    so waiting would not change it. Stopped with SIGTERM, as an orchestrator would (SIGKILL after
+    15 s). RuntimeError, with the server's log, if it exits early or dies while in use; the log is
+    kept then, and removed after a clean run.
+    """
+    port = str(free_port())
+    ports = {"S4_HOST": "127.0.0.1", "S4_PORT": port, "UVICORN_PORT": port}
+    with tempfile.NamedTemporaryFile(prefix="s4-server-", suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
+        process = subprocess.Popen(
+            list(command),
+            cwd=REPO_ROOT,
+            env={**os.environ, **ports, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{log_path.read_text()}")
+            try:
+                status = httpx.get(server.url + ready_path, timeout=2).status_code
+            except httpx.TransportError:
+                status = None
+            if status == ready_status:
+                break
+            if status is not None:
+                raise RuntimeError(f"{ready_path} answered {status}:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready in {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield server
+        if process.poll() is not None:  # a crash the caller's own checks may have missed
+            raise RuntimeError(f"the server died (exit {process.returncode}); log: {log_path}")
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log_path.unlink()
