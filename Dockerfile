@@ -37,7 +37,7 @@ WORKDIR /srv/s4digits
 COPY --chmod=0644 docker/healthcheck.py docker/
 COPY --chmod=0644 weights/s4net.safetensors weights/s4net.json weights/
 # Settings are environment variables (README "Settings" lists them); here only what the image
-# changes: listen on every interface inside the container. Workers and torch threads default to
+# changes: listen on every interface inside the container. Workers and CPU threads default to
 # the CPUs the container may use (its cgroup quota, e.g. `docker run --cpus 2`): one worker per
 # CPU, one thread each, which measured fastest for this tiny net (README "Performance").
 # MALLOC_ARENA_MAX=2: glibc's default of one malloc arena per thread let a worker's memory creep

@@ -1,7 +1,7 @@
 """``python -m app``: serve with uvicorn on the host, port and worker count from the settings.
 
 The worker count is read as WEB_CONCURRENCY (uvicorn's own variable) by the settings, which also
-derive each worker's torch threads from it, so the two can never disagree.
+derive each worker's CPU threads (S4_CPU_THREADS) from it, so the two can never disagree.
 """
 
 import uvicorn

@@ -35,7 +35,7 @@ def available_cpus() -> int:
 def default_workers() -> int:
     """One uvicorn worker per available CPU (a GPU host: one, which owns the GPU).
 
-    For a net this small, worker processes scale and torch threads within one process do not:
+    For a net this small, worker processes scale and CPU threads within one process do not:
     measured in the README's Performance section.
     """
     if torch.cuda.is_available():
