@@ -52,6 +52,8 @@ class Predictor:
         self.requested_device = settings.device
         self.requested_runtime = settings.runtime
         self.cpu_threads = settings.cpu_threads
+        # A forward pass holds up to batch_max_images, or one request's images if it has more.
+        self.largest_batch = max(settings.batch_max_images, settings.max_images)
         self.device = torch.device("cpu")
         self.served: ServedModel | None = None
         self.error: str | None = "weights not loaded yet"
@@ -109,8 +111,10 @@ class Predictor:
     def _load_verified(self, weights_path: Path, device: torch.device) -> ServedModel:
         weights = load_weights(weights_path, device)
         runtime = make_runtime(self.requested_runtime, weights.model, device, self.cpu_threads)
-        # The first passes allocate and pick kernels; pay that before /ready says yes.
-        for batch_size in (1, 8):
+        # The first passes allocate and pick kernels; pay that before /ready says yes. The largest
+        # pass also grows ONNX Runtime's memory arena to its final size, so a worker's memory is
+        # flat from the start instead of creeping up as ever larger batches first occur.
+        for batch_size in (1, self.largest_batch):
             runtime(np.zeros((batch_size, *INPUT_SHAPE[1:]), dtype=np.uint8))
         return ServedModel(weights, runtime)
 
