@@ -1,12 +1,11 @@
 """Shared state for route handlers, as FastAPI dependencies.
 
 They are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency in its
-thread pool, and four thread hops per request cost more than the rest of the request's routing.
+thread pool, and a thread hop per dependency costs more than the rest of the routing.
 """
 
 from fastapi import Request
 
-from app.batching import MicroBatcher
 from app.inference import Predictor
 from app.metrics import Metrics
 from app.settings import Settings
@@ -14,10 +13,6 @@ from app.settings import Settings
 
 async def get_predictor(request: Request) -> Predictor:
     return request.app.state.predictor
-
-
-async def get_batcher(request: Request) -> MicroBatcher:
-    return request.app.state.batcher
 
 
 async def get_metrics(request: Request) -> Metrics:

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto",
-        description="What runs the forward pass: `onnxruntime` (CPU only; 9x faster than "
+        description="What runs the forward pass: `onnxruntime` (CPU only; far faster than "
         "PyTorch for one image) or `torch`; auto picks onnxruntime on the CPU, torch on a GPU.",
     )
     host: str = Field("127.0.0.1", description="Address `python -m app` listens on.")
