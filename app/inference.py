@@ -8,19 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.model import INPUT_SHAPE
+from app.model import INPUT_SHAPE, DeviceUnavailable, resolve_device
 from app.runtime import Runtime, make_runtime
 from app.settings import Settings
 from app.weights import LoadedWeights, WeightsError, load_weights
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` means CUDA when this process can see a GPU, else the CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise WeightsError("S4_DEVICE=cuda, but torch sees no CUDA device")
-    return torch.device(requested)
 
 
 @dataclass(frozen=True)
@@ -83,7 +74,7 @@ class Predictor:
         started = time.perf_counter()
         torch.set_num_threads(self.cpu_threads)
         try:
-            device = resolve_device(self.requested_device)
+            device = self._resolve_device()
             served = self._load_verified(self.weights_path, device)
         except WeightsError as exc:
             self.served, self.error = None, str(exc)
@@ -103,10 +94,16 @@ class Predictor:
             # Weights being served keep their device, so a pass in flight never sees it change;
             # a service with nothing to serve yet picks its device as it did at start-up.
             if self.served is None:
-                self.device = resolve_device(self.requested_device)
+                self.device = self._resolve_device()
             served = self._load_verified(path, self.device)
             self.weights_path, self.served, self.error = path, served, None
         return served.weights
+
+    def _resolve_device(self) -> torch.device:
+        try:
+            return resolve_device(self.requested_device)
+        except DeviceUnavailable as exc:  # reported like unusable weights: not ready, and why
+            raise WeightsError(f"S4_DEVICE={self.requested_device}: {exc}") from None
 
     def _load_verified(self, weights_path: Path, device: torch.device) -> ServedModel:
         weights = load_weights(weights_path, device)

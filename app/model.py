@@ -26,6 +26,20 @@ NUM_CLASSES = 10
 DEFAULT_DROPOUT = 0.0
 
 
+class DeviceUnavailable(RuntimeError):
+    """The device asked for does not exist in this process."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` means CUDA when this process can see a GPU, else the CPU. Serving and training
+    both pick their device here; each says which of its settings asked for a missing one."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("cuda was asked for, but torch sees no CUDA device")
+    return torch.device(requested)
+
+
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     """Map uint8 pixels [N, 1, 28, 28] (0 = background, 255 = ink) to the net's float input."""
     return (images_uint8.float() / 255.0 - MNIST_MEAN) / MNIST_STD

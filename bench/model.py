@@ -22,8 +22,7 @@ import onnxruntime
 import torch
 from torchinfo import summary
 
-from app.inference import resolve_device
-from app.model import INPUT_SHAPE, S4Net
+from app.model import INPUT_SHAPE, S4Net, resolve_device
 from app.runtime import OnnxRuntime, ProbabilitiesNet, TorchRuntime
 
 

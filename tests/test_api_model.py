@@ -1,5 +1,8 @@
 """GET /model, /health, /ready and /docs through the real app and its lifespan."""
 
+import pytest
+import torch
+
 from tests.test_model import spec_table
 
 
@@ -88,3 +91,11 @@ def test_docs_render_and_every_endpoint_is_described(make_client, untrained_weig
         for method, operation in operations.items():
             assert operation.get("summary"), f"{method.upper()} {path} has no summary"
             assert operation.get("description"), f"{method.upper()} {path} has no description"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_without_a_gpu_is_not_ready_and_says_so(make_client, untrained_weights):
+    with make_client(weights=untrained_weights, device="cuda") as client:
+        ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["detail"].startswith("S4_DEVICE=cuda: cuda was asked for")

@@ -5,7 +5,14 @@ import re
 import pytest
 import torch
 
-from app.model import S4Net, format_summary_table, layer_summary, normalize
+from app.model import (
+    DeviceUnavailable,
+    S4Net,
+    format_summary_table,
+    layer_summary,
+    normalize,
+    resolve_device,
+)
 from tests.conftest import SPEC_PATH
 
 ROW = re.compile(r"^\s+(\w+)-(\d+)\s+(\[[-\d, ]+\])\s+([\d,]+)$")
@@ -93,3 +100,10 @@ def test_normalize_uses_mnist_statistics():
     pixels = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
     expected = torch.tensor([(0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081]).view(2, 1, 1, 1)
     torch.testing.assert_close(normalize(pixels), expected)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_gpu_is_named_not_faked():
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(DeviceUnavailable, match="no CUDA device"):
+        resolve_device("cuda")

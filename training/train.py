@@ -28,7 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from app.model import S4Net, normalize
+from app.model import DeviceUnavailable, S4Net, normalize, resolve_device
 from app.weights import atomic_write_bytes
 from training.augment import augment_batch
 from training.config import TrainConfig
@@ -53,14 +53,6 @@ class TrainResult:
     final: Evaluation  # the final epoch's weights on the evaluation set, as reported
     evaluated_on: str  # "test" (official test set) or "holdout"
     device: torch.device
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def split_data(
@@ -139,7 +131,10 @@ def train(config: TrainConfig, data: Mnist, checkpoint_path: Path, resume: bool)
 
     With ``resume`` and an existing checkpoint, continue from it (a finished run just re-evaluates).
     """
-    device = resolve_device(config.device)
+    try:
+        device = resolve_device(config.device)
+    except DeviceUnavailable as exc:
+        raise SystemExit(f"--device {config.device}: {exc}") from None
     train_x, train_y, eval_x, eval_y, evaluated_on = split_data(data, config)
     train_x, train_y = train_x.to(device), train_y.to(device)
     eval_x, eval_y = eval_x.to(device), eval_y.to(device)
