@@ -50,11 +50,16 @@ class ProbabilitiesNet(nn.Module):
 class TorchRuntime:
     name = "torch"
 
-    def __init__(self, net: S4Net, device: torch.device):
+    def __init__(
+        self,
+        net: S4Net,
+        device: torch.device,
+        memory_format: torch.memory_format = torch.channels_last,
+    ):
         # channels_last (NHWC) runs this net's narrow convolutions and max-pools faster on the CPU
         # than torch's default NCHW (1.4-2x at batch 64, bench/model.py), same predictions.
         # Both weights and input must be in it, or torch falls back to NCHW kernels.
-        self.model = ProbabilitiesNet(net, torch.channels_last).eval()
+        self.model = ProbabilitiesNet(net, memory_format).eval()
         self.device = device
 
     @torch.inference_mode()

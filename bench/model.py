@@ -23,7 +23,7 @@ import torch
 from torchinfo import summary
 
 from app.model import INPUT_SHAPE, S4Net, resolve_device
-from app.runtime import OnnxRuntime, ProbabilitiesNet, TorchRuntime
+from app.runtime import OnnxRuntime, TorchRuntime
 
 
 def cpu_peak_gflops() -> float:
@@ -51,17 +51,6 @@ def time_batch(runtime, images: np.ndarray, seconds: float) -> float:
     return passes * images.shape[0] / (time.perf_counter() - start)
 
 
-class PlainTorch:
-    """torch's defaults: NCHW, the module called as it is."""
-
-    def __init__(self, net: S4Net, device: torch.device):
-        self.model, self.device = ProbabilitiesNet(net).eval(), device
-
-    @torch.inference_mode()
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(images).to(self.device)).cpu().numpy()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -73,7 +62,10 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     net = S4Net().to(device).eval()
-    runtimes = {"torch nchw": PlainTorch(net, device), "torch": TorchRuntime(net, device)}
+    runtimes = {
+        "torch nchw": TorchRuntime(net, device, torch.contiguous_format),  # torch's default
+        "torch": TorchRuntime(net, device),
+    }
     if device.type == "cpu":
         runtimes["onnxruntime"] = OnnxRuntime(net, args.threads)
     macs = summary(S4Net(), input_size=(1, *INPUT_SHAPE), verbose=0).total_mult_adds
