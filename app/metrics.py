@@ -25,6 +25,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         labels = ["method", "path", "status"]
+        # Each label set's two series, looked up once (labels() costs more than the update).
+        # Bounded: methods are HTTP's, paths are route templates, statuses are HTTP codes.
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             "s4_http_requests",
             "HTTP requests answered, by method, route and status code.",
@@ -44,8 +47,8 @@ class Metrics:
         self.predictions = Counter(
             "s4_predictions", "Predicted digits, by digit.", ["digit"], registry=self.registry
         )
-        for digit in range(10):
-            self.predictions.labels(digit=str(digit))
+        # Looked up once: labels() costs more than the increment, and it runs for every image.
+        self._digit_counters = [self.predictions.labels(digit=str(digit)) for digit in range(10)]
         self.request_images = Histogram(
             "s4_request_images",
             "Images per successful /predict request.",
@@ -74,7 +77,19 @@ class Metrics:
         self.request_images.observe(len(digits))
         self.images_predicted.inc(len(digits))
         for digit in digits:
-            self.predictions.labels(digit=str(digit)).inc()
+            self._digit_counters[digit].inc()
+
+    def record_request(self, method: str, path: str, status: int, seconds: float) -> None:
+        key = (method, path, status)
+        if key not in self._request_series:
+            labels = {"method": method, "path": path, "status": str(status)}
+            self._request_series[key] = (
+                self.requests.labels(**labels),
+                self.request_seconds.labels(**labels),
+            )
+        count, duration = self._request_series[key]
+        count.inc()
+        duration.observe(seconds)
 
 
 def configure_request_log() -> None:
@@ -118,9 +133,7 @@ class RequestTelemetryMiddleware:
             seconds = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", "<unmatched>")
-            labels = {"method": scope["method"], "path": path, "status": str(status)}
-            self.metrics.requests.labels(**labels).inc()
-            self.metrics.request_seconds.labels(**labels).observe(seconds)
+            self.metrics.record_request(scope["method"], path, status, seconds)
             REQUEST_LOG.info(
                 orjson.dumps(
                     {

@@ -21,6 +21,7 @@ from app.preprocess import (
     decode_image,
     has_light_background,
     ink_levels,
+    median_level,
     prepare_image,
     scale_to_box,
     to_grayscale,
@@ -82,6 +83,18 @@ def test_28x28_black_on_white_is_not_mnist_form(mnist_test_set):
 
 
 # Levels, crop, scale, centre -----------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.sampled_from([np.uint8, np.float32]),
+    st.integers(0, 2**32 - 1),
+)
+def test_median_level_is_numpys_median(height, width, dtype, seed):
+    levels = np.random.default_rng(seed).integers(0, 256, (height, width)).astype(dtype)
+    assert median_level(levels) == float(np.median(levels))
 
 
 def test_ink_levels_invert_a_light_background_and_drop_paper_texture():

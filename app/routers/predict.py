@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 from fastapi import HTTPException, Query, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -64,6 +64,8 @@ REQUEST_BODY = {
 
 
 class PredictQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)  # DEFAULT_QUERY is shared by every request
+
     top_k: int | None = Field(None, ge=1, le=10, description="Also list the k most likely digits.")
     return_input: bool = Field(False, description="Also return the 28x28 image the model read.")
 
@@ -122,7 +124,12 @@ def encode_answer(
     }
 
 
+DEFAULT_QUERY = PredictQuery()
+
+
 def parse_query(request: Request) -> PredictQuery:
+    if not request.scope["query_string"]:
+        return DEFAULT_QUERY  # the common case, with nothing to parse or validate
     try:
         return PredictQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
