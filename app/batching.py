@@ -1,21 +1,28 @@
 """Adaptive micro-batching: concurrent /predict requests share one forward pass.
 
-Requests hand their uploads to ``MicroBatcher.predict`` and await the answer. One background task
-gathers whatever is waiting into a batch and hands it to a single dedicated thread, which decodes
-and prepares every image of the batch and runs one forward pass. So the event loop never blocks,
-forward passes never compete for the CPU threads torch was given, and a busy service pays one
-thread hop per batch rather than two per request (decoding in the thread pool measured 16 % fewer
-requests per second). A request that arrives while the service is idle is taken at once (or after
-``max_wait_s`` if set); under load, requests that queue up during one pass form the next. Past
-``max_queued_images`` waiting images, new requests are refused at once (Overloaded) instead of
-letting every request's latency grow.
+Requests hand their uploads to ``MicroBatcher.predict`` and await the answer. A single dedicated
+thread (the forward thread) takes whatever is waiting as one batch, decodes and prepares every
+image of it and runs one forward pass, then hands each request its own answer back on the event
+loop. So the event loop never blocks, forward passes never compete for the CPU threads the
+runtime was given, and a busy service pays one thread hop each way per batch, not per request.
+
+The forward thread waits on a plain queue that requests put their jobs in directly, so an idle
+service starts a request's pass at once, without first waking a batching task on the event loop
+that then hands the batch to an executor (that design, measured against this one with 2 workers,
+median of three interleaved runs: p50 at one connection 2.24 vs 2.11 ms, server CPU per request
+at 32 connections 1.02 vs 0.99 ms). A request that arrives while the service is idle is taken at
+once (or after ``max_wait_s`` if set); under load, the requests that queue up during one pass
+form the next.
+Past ``max_queued_images`` waiting images, new requests are refused at once (Overloaded) instead
+of letting every request's latency grow.
 """
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,83 +72,87 @@ class MicroBatcher:
         self.max_images = max_images
         self.max_wait_s = max_wait_s
         self.max_queued_images = max_queued_images
-        self._pending: list[_Job] = []
+        # Jobs for the forward thread, in arrival order; None tells it to stop.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # Images put in _jobs and not yet taken: requests add, the forward thread takes away.
         self._queued_images = 0
-        self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s4-forward")
-        self._task: asyncio.Task | None = None
+        self._queued_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="s4-forward", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="s4-micro-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for job in self._pending:
-            job.future.cancel()
-        self._executor.shutdown(wait=True)
+        """Finish the pass under way, then refuse what is still waiting (it is cancelled)."""
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                job = self._jobs.get_nowait()
+                if job is not None:
+                    job.future.cancel()
 
     async def predict(self, submission: Sequence[Any]) -> BatchResult:
         """Prepare and read ``submission`` (one request's items), together with other requests'."""
         size = len(submission)
-        if self._queued_images + size > self.max_queued_images:
-            raise Overloaded(
-                f"{self._queued_images} images are already waiting for the model "
-                f"(S4_BATCH_QUEUE_IMAGES={self.max_queued_images}); retry in a moment"
-            )
-        job = _Job(submission, size, asyncio.get_running_loop().create_future())
-        self._pending.append(job)
-        self._queued_images += size
-        self._arrived.set()
+        with self._queued_lock:
+            if self._queued_images + size > self.max_queued_images:
+                raise Overloaded(
+                    f"{self._queued_images} images are already waiting for the model "
+                    f"(S4_BATCH_QUEUE_IMAGES={self.max_queued_images}); retry in a moment"
+                )
+            self._queued_images += size
+        job = _Job(submission, size, self._loop.create_future())
+        self._jobs.put(job)
         return await job.future
 
-    async def _run(self) -> None:
-        while True:
-            await self._wait_for_work()
-            await self._run_batch(self._take_batch())
+    # The forward thread ------------------------------------------------------------------------
 
-    async def _wait_for_work(self) -> None:
-        """Wait for a first job, then up to max_wait_s for more, unless the batch is full."""
-        while not self._pending:
-            self._arrived.clear()
-            await self._arrived.wait()
-        deadline = time.monotonic() + self.max_wait_s
-        while self._queued_images < self.max_images:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._arrived.clear()
+    def _serve(self) -> None:
+        """Take a batch, read it, hand the answers back to the event loop; until told to stop."""
+        left_over: _Job | None = None  # taken from the queue, but did not fit in the last batch
+        while (first := left_over or self._jobs.get()) is not None:
+            batch, left_over = self._gather(first)
+            jobs = [job for job in batch if not job.future.cancelled()]  # callers that gave up
+            if not jobs:
+                continue
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                return
+                outcomes = self._prepare_and_read([job.submission for job in jobs])
+            except Exception as exc:  # the forward pass itself failed: every job in it fails
+                outcomes = [exc] * len(jobs)
+            self._loop.call_soon_threadsafe(self._hand_back, jobs, outcomes)
 
-    def _take_batch(self) -> list[_Job]:
-        """Whole jobs in arrival order up to max_images; always at least one job."""
-        taken, images = 0, 0
-        for job in self._pending:
-            if taken and images + job.size > self.max_images:
+    def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None]:
+        """``first`` and whole jobs behind it up to max_images, waiting up to max_wait_s for more
+        unless the batch is full. Also returns the job it took that did not fit, if any."""
+        batch, images, left_over = [first], first.size, None
+        deadline = time.monotonic() + self.max_wait_s
+        while images < self.max_images:
+            remaining = deadline - time.monotonic()
+            try:
+                job = (
+                    self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                )
+            except queue.Empty:
                 break
-            taken, images = taken + 1, images + job.size
-        batch, self._pending = self._pending[:taken], self._pending[taken:]
-        self._queued_images -= images
-        return [job for job in batch if not job.future.cancelled()]  # callers that gave up
+            if job is None:  # stop: after this batch
+                self._jobs.put(None)
+                break
+            if images + job.size > self.max_images:
+                left_over = job
+                break
+            batch.append(job)
+            images += job.size
+        with self._queued_lock:
+            self._queued_images -= images
+        return batch, left_over
 
-    async def _run_batch(self, jobs: list[_Job]) -> None:
-        if not jobs:
-            return
-        loop = asyncio.get_running_loop()
-        submissions = [job.submission for job in jobs]
-        try:
-            outcomes = await loop.run_in_executor(
-                self._executor, self._prepare_and_read, submissions
-            )
-        except Exception as exc:  # the forward pass itself failed: every job in it fails
-            outcomes = [exc] * len(jobs)
+    def _hand_back(self, jobs: list[_Job], outcomes: list[BatchResult | Exception]) -> None:
+        """On the event loop: each job's own answer, or its own error."""
         for job, outcome in zip(jobs, outcomes, strict=True):
-            if job.future.done():
+            if job.future.done():  # cancelled while its pass ran
                 continue
             if isinstance(outcome, BaseException):
                 job.future.set_exception(outcome)
