@@ -1,4 +1,5 @@
-"""The FastAPI application: ``uvicorn app.main:app`` or ``python -m app``."""
+"""The service's ASGI app, FastAPI plus a short way in for /predict: ``uvicorn app.main:app`` or
+``python -m app``."""
 
 import asyncio
 import gc
@@ -12,6 +13,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import MicroBatcher
@@ -94,27 +97,43 @@ class RequestTimeoutMiddleware:
             await response(scope, receive, send)
 
 
-class PredictRoute:
-    """Serves /predict itself, as the innermost middleware; everything else goes on to FastAPI.
+class Service:
+    """What uvicorn serves: /predict goes to its own stack of the app's middleware around
+    app.routers.predict's plain ASGI endpoint, every other request to the FastAPI app.
 
-    /predict is where the traffic is, so it skips FastAPI's per-request machinery (routing,
-    dependency solving, response validation: see app.routers.predict) while still going through
-    the middleware above it, so telemetry, time limits and CORS treat it like any other route.
+    /predict is where the traffic is. On its way to the app's own middleware, FastAPI and
+    Starlette would pass each request through layers of their own (an OpenTelemetry check,
+    exception-telemetry and body-limit middleware, then routing); the endpoint reads its body
+    with its own limits and answers its own errors, so it needs none of them, and skipping them
+    saved 3-8 % of the service's CPU per /predict request (2 workers at 32 connections, two sets
+    of interleaved runs on a noisy 2-core VM). The same middleware list wraps both ways in, so telemetry, time limits
+    and CORS treat /predict like any other route, and outermost, as in Starlette, an unexpected
+    exception becomes a bare 500. FastAPI's OpenTelemetry spans, when a tracer is set up, do
+    not cover /predict.
     """
 
-    def __init__(self, app: ASGIApp, endpoint: ASGIApp):
-        self.app = app
-        self.endpoint = endpoint
+    def __init__(self, api: FastAPI, middleware: list[Middleware]):
+        self.api = api
+        self.predict: ASGIApp = predict.PredictEndpoint()
+        # The first is outermost, as Starlette builds its stack.
+        for cls, args, kwargs in reversed([Middleware(ServerErrorMiddleware), *middleware]):
+            self.predict = cls(self.predict, *args, **kwargs)
+
+    @property
+    def state(self) -> State:
+        """The FastAPI app's state: settings, metrics, and the model once the lifespan ran."""
+        return self.api.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/predict":
+            scope["app"] = self.api  # Request.app, as Starlette sets it: the endpoint reads state
             scope["route"] = predict.DOCUMENTATION  # what telemetry labels the request with
-            await self.endpoint(scope, receive, send)
+            await self.predict(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await self.api(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> Service:
     """Build the app; tests pass their own settings, production reads the environment."""
     settings = settings or get_settings()
     app_metrics = Metrics()
@@ -157,7 +176,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         )
     middleware.append(Middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s))
-    middleware.append(Middleware(PredictRoute, endpoint=predict.PredictEndpoint()))
     # FastAPIOffline serves Swagger UI and ReDoc from the package instead of a CDN, so /docs works
     # on air-gapped hosts and clusters.
     app = FastAPIOffline(
@@ -169,7 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = app_metrics
-    # /predict is served by PredictRoute, but documented with the other routes.
+    # /predict is served by Service, but documented with the other routes.
     app.router.routes.append(predict.DOCUMENTATION)
     app.add_exception_handler(RequestValidationError, validation_error_as_text)
     app.include_router(health.router)
@@ -178,7 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
     if settings.admin_token:
         app.include_router(admin.router)
-    return app
+    return Service(app, middleware)
 
 
 app = create_app()

@@ -4,12 +4,12 @@ decode -> preprocess (app.preprocess) -> batch -> predict (app.batching, both on
 thread) -> unbatch -> encode (here). The event loop only moves bytes.
 
 This is the service's one hot route, so it is a plain ASGI app (``PredictEndpoint``) that
-app.main.PredictRoute hands /predict to before FastAPI's routing. Per request, FastAPI's routing,
-dependency solving and response validation cost about as much CPU as decoding the image and the
-forward pass together; skipping them let one worker answer about 1.5 times the requests per
-second at 32 connections. The query is still validated by a pydantic model, the answer has the
-shape of ``PredictionResponse`` (the tests hold it to that schema), and ``DOCUMENTATION``
-describes the route in the OpenAPI schema and /docs.
+app.main.Service hands /predict to, inside the app's middleware but not FastAPI's. Per request,
+FastAPI's routing, dependency solving and response validation cost about as much CPU as
+decoding the image and the forward pass together; skipping them let one worker answer about 1.5
+times the requests per second at 32 connections. The query is still validated by a pydantic
+model, the answer has the shape of ``PredictionResponse`` (the tests hold it to that schema),
+and ``DOCUMENTATION`` describes the route in the OpenAPI schema and /docs.
 """
 
 from typing import Annotated
@@ -188,8 +188,8 @@ def describe_predict(
     raise NotImplementedError("documentation only: PredictEndpoint serves /predict")
 
 
-# What /docs and /openapi.json show for /predict. Never reached: PredictRoute sends /predict to
-# PredictEndpoint first.
+# What /docs and /openapi.json show for /predict. Never reached: app.main.Service sends /predict
+# to PredictEndpoint.
 DOCUMENTATION = APIRoute(
     "/predict",
     describe_predict,
