@@ -106,10 +106,10 @@ class Service:
     exception-telemetry and body-limit middleware, then routing); the endpoint reads its body
     with its own limits and answers its own errors, so it needs none of them, and skipping them
     saved 3-8 % of the service's CPU per /predict request (2 workers at 32 connections, two sets
-    of interleaved runs on a noisy 2-core VM). The same middleware list wraps both ways in, so telemetry, time limits
-    and CORS treat /predict like any other route, and outermost, as in Starlette, an unexpected
-    exception becomes a bare 500. FastAPI's OpenTelemetry spans, when a tracer is set up, do
-    not cover /predict.
+    of interleaved runs on a noisy 2-core VM). The same middleware list wraps both ways in, so
+    telemetry, time limits and CORS treat /predict like any other route, and outermost, as in
+    Starlette, an unexpected exception becomes a bare 500. FastAPI's OpenTelemetry spans, when a
+    tracer is set up, do not cover /predict.
     """
 
     def __init__(self, api: FastAPI, middleware: list[Middleware]):
