@@ -5,8 +5,16 @@ image bytes as the body. Sizes are counted chunk by chunk as the body arrives, s
 upload is refused as soon as it crosses the limit; neither Content-Length (which may lie or be
 absent) nor the whole body is trusted first. Starlette's form parser is not used because it
 spools file parts of any size to disk before the handler can see them.
+
+A small multipart body (up to WHOLE_BODY_BYTES, with a Content-Length) is read whole instead, and
+when it has the layout HTTP clients write, split with ``bytes.split`` (``split_whole_body``)
+rather than python-multipart's byte-level state machine, which took ~80 µs for one digit's
+upload (2 workers, median of three interleaved runs: server CPU per request at 32 connections
+1.03 -> 0.96 ms, p50 at one connection 2.26 -> 2.05 ms). Both feed the same collector, which
+enforces the limits and decides what each part is; every other body goes to python-multipart.
 """
 
+import re
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
@@ -19,6 +27,17 @@ IMAGE_FIELDS = {"file", "files"}
 RAW_BODY_TYPES = {"application/octet-stream", "application/x-www-form-urlencoded"}
 # Room for a part's boundary and headers (python-multipart allows 8 headers of 4224 bytes).
 PART_OVERHEAD_BYTES = 40_000
+# Multipart bodies up to this size (by their Content-Length) are read whole (split_whole_body).
+WHOLE_BODY_BYTES = 65_536
+# A header line split_whole_body takes: an RFC 7230 token (python-multipart's header-name
+# characters), a colon, spaces (which python-multipart skips too), then a value without a CR.
+SIMPLE_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+): *([^\r]*)")
+# Fewer and shorter than python-multipart's limits (8 headers per part, 4,224 bytes per line).
+SIMPLE_HEADERS_PER_PART = 8
+SIMPLE_HEADER_BYTES = 4096
+
+# One part of a multipart body: its (name, value) header lines, and its data.
+Part = tuple[list[tuple[bytes, bytes]], bytes]
 
 SEND_IMAGES_HINT = (
     "send multipart/form-data with one `file` field per image, or the raw image bytes with "
@@ -60,6 +79,37 @@ def _too_large(label: str, max_image_bytes: int) -> HTTPException:
         f"{label} is larger than the {max_image_bytes:,}-byte limit (S4_MAX_IMAGE_BYTES); "
         "send a smaller or more compressed image",
     )
+
+
+def split_whole_body(body: bytes, boundary: bytes) -> list[Part] | None:
+    """The parts of a whole multipart body laid out as HTTP clients write it, else None.
+
+    That layout: ``--BOUNDARY`` CRLF, parts separated by CRLF ``--BOUNDARY`` CRLF, and CRLF
+    ``--BOUNDARY--`` CRLF at the very end; each part one to eight simple header lines, a blank
+    line, then its data, with the boundary nowhere inside. python-multipart reads such a body as
+    exactly these parts (tests/test_uploads.py holds the two to that on generated bodies).
+    Anything else (a preamble or epilogue, padding after a boundary, a part without headers, the
+    boundary inside data, an odd header line) is None: python-multipart's to parse, or to refuse.
+    """
+    pieces = (b"\r\n" + body).split(b"\r\n--" + boundary)
+    if len(pieces) < 3 or pieces[0] or pieces[-1] != b"--\r\n":
+        return None
+    parts = []
+    for piece in pieces[1:-1]:
+        if not piece.startswith(b"\r\n"):
+            return None
+        head, blank_line, data = piece[2:].partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        if not blank_line or len(lines) > SIMPLE_HEADERS_PER_PART:
+            return None
+        headers = []
+        for line in lines:
+            header = SIMPLE_HEADER.fullmatch(line)
+            if header is None or len(line) > SIMPLE_HEADER_BYTES:
+                return None
+            headers.append(header.groups())
+        parts.append((headers, data))
+    return parts
 
 
 def _declared_length(request: Request) -> int | None:
@@ -148,6 +198,19 @@ class _ImagePartCollector:
     def on_end(self) -> None:
         self.finished = True
 
+    def collect(self, parts: list[Part]) -> None:
+        """For ``parts`` (split_whole_body's), the calls python-multipart makes as it parses."""
+        for headers, data in parts:
+            self.on_part_begin()
+            for name, value in headers:
+                self.on_header_field(name, 0, len(name))
+                self.on_header_value(value, 0, len(value))
+                self.on_header_end()
+            self.on_headers_finished()
+            self.on_part_data(data, 0, len(data))
+            self.on_part_end()
+        self.on_end()
+
 
 async def _read_multipart(
     request: Request, params: dict[bytes, bytes], max_images: int, max_image_bytes: int
@@ -163,17 +226,26 @@ async def _read_multipart(
         )
     if b"boundary" not in params:
         raise HTTPException(400, "multipart/form-data without a boundary parameter")
+    boundary = params[b"boundary"]
     collector = _ImagePartCollector(max_images, max_image_bytes)
-    received = 0
     try:
-        parser = MultipartParser(params[b"boundary"], collector.callbacks())
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > max_body_bytes:
-                raise HTTPException(
-                    413, f"the request body is larger than {max_body_bytes:,} bytes"
-                )
-            parser.write(chunk)
+        if declared is not None and declared <= WHOLE_BODY_BYTES:
+            body = await request.body()
+            parts = split_whole_body(body, boundary)
+            if parts is None:
+                MultipartParser(boundary, collector.callbacks()).write(body)
+            else:
+                collector.collect(parts)
+        else:
+            parser = MultipartParser(boundary, collector.callbacks())
+            received = 0
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > max_body_bytes:
+                    raise HTTPException(
+                        413, f"the request body is larger than {max_body_bytes:,} bytes"
+                    )
+                parser.write(chunk)
     except FormParserError as exc:
         raise HTTPException(400, f"malformed multipart/form-data body: {exc}") from None
     if not collector.finished:
