@@ -25,8 +25,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         labels = ["method", "path", "status"]
-        # Each label set's two series, looked up once (labels() costs more than the update).
-        # Bounded: methods are HTTP's, paths are route templates, statuses are HTTP codes.
+        # Each label set's two series, looked up once (labels() costs more than the update):
+        # one entry per series the registry keeps anyway (paths are route templates).
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             "s4_http_requests",

@@ -8,11 +8,11 @@ spools file parts of any size to disk before the handler can see them.
 
 A small multipart body (a Content-Length of at most WHOLE_BODY_BYTES: the server reads no more
 than that as this request's body) is read whole instead, and when it has the layout HTTP clients
-write, split with ``bytes.split`` (``split_whole_body``)
-rather than python-multipart's byte-level state machine, which took ~80 µs for one digit's
-upload (2 workers, median of three interleaved runs: server CPU per request at 32 connections
-1.03 -> 0.96 ms, p50 at one connection 2.26 -> 2.05 ms). Both feed the same collector, which
-enforces the limits and decides what each part is; every other body goes to python-multipart.
+write, split with ``bytes.split`` (``split_whole_body``) rather than python-multipart's
+byte-level state machine, which took ~80 µs for one digit's upload (2 workers, median of three
+interleaved runs: server CPU per request at 32 connections 1.03 -> 0.96 ms, p50 at one
+connection 2.26 -> 2.05 ms). Both feed the same collector, which enforces the limits and decides
+what each part is; every other body goes to python-multipart.
 """
 
 import re
