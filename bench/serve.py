@@ -6,7 +6,9 @@
 Each server is started as its own process on 127.0.0.1, and they take turns being driven by wrk
 (Debian's `wrk`, bench/predict.lua) posting the first MNIST test digit to /predict; every response
 is checked for status 200 and the right digit. wrk runs on the same cores as the server, as a
-client on the same box would.
+client on the same box would. Besides req/s and latency, each row has the server's CPU time
+(all its processes, user + system) per request: on a shared machine whose speed drifts, the
+figure to compare two versions of the service by, run alternately from a checkout of each.
 """
 
 import argparse
@@ -96,7 +98,7 @@ def main() -> None:
             raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
         print(f"{len(os.sched_getaffinity(0))} CPUs, wrk -t1, {args.seconds} s per level")
         print(f"{'server':<18} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'bad':>4} {'RSS MiB':>7}")  # fmt: skip
+              f"{'bad':>4} {'CPU ms/req':>10} {'RSS MiB':>7}")  # fmt: skip
         rates: dict[tuple[str, int], float] = {}
         # All servers run side by side (an idle one costs no CPU) and take turns at each level,
         # so a drift in this shared machine's speed hits every contender alike.
@@ -110,11 +112,13 @@ def main() -> None:
                     # Unmeasured warm-up at this concurrency: the first forward pass of each new
                     # batch size builds its kernels, which is start-up cost, not throughput.
                     run_wrk(process.url, level, 2, image, digit)
+                    cpu_before = process.cpu_seconds()
                     r = run_wrk(process.url, level, args.seconds, image, digit)
+                    cpu_ms = (process.cpu_seconds() - cpu_before) * 1000.0 / r["requests"]
                     rates[server.name, level] = r["rps"]
                     print(f"{server.name:<18} {level:>5} {r['rps']:>7,.0f} {r['p50_ms']:>7.2f} "
                           f"{r['p99_ms']:>7.2f} {r['bad'] + r['socket_errors']:>4} "
-                          f"{process.rss_mib():>7.0f}")  # fmt: skip
+                          f"{cpu_ms:>10.3f} {process.rss_mib():>7.0f}")  # fmt: skip
         if not args.configs:
             for level in levels:
                 ratio = rates["s4digits", level] / rates["baseline", level]
