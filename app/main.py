@@ -21,6 +21,7 @@ from app.batching import MicroBatcher
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
 from app.routers import admin, health, metrics, model, page, predict
+from app.schemas import errors_as_text
 from app.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -36,10 +37,7 @@ Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on 
 
 async def validation_error_as_text(request: Request, exc: RequestValidationError) -> JSONResponse:
     """Every error answers ``{"detail": "<what to fix>"}``, so clients parse one shape."""
-    problems = "; ".join(
-        f"{' '.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-    )
-    return JSONResponse({"detail": problems}, status_code=422)
+    return JSONResponse({"detail": errors_as_text(exc.errors())}, status_code=422)
 
 
 class RequestTimeoutMiddleware:

@@ -1,8 +1,20 @@
 """Pydantic models for every response the service sends (they are also the OpenAPI docs)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic_core import ErrorDetails
+
+
+def errors_as_text(errors: Sequence[ErrorDetails], location: tuple[str, ...] = ()) -> str:
+    """Pydantic's validation errors as the one-line ``detail`` every error answer carries, e.g.
+    ``query top_k: Input should be less than or equal to 10``; ``location`` goes before each
+    error's own (FastAPI's errors already start with where, e.g. ``query``)."""
+    return "; ".join(
+        f"{' '.join(str(part) for part in (*location, *error['loc']))}: {error['msg']}"
+        for error in errors
+    )
 
 
 class Health(BaseModel):

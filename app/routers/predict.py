@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.batching import BatchResult, Overloaded
 from app.preprocess import ImageRejected, PreparedImage, prepare_image
-from app.schemas import PredictionResponse
+from app.schemas import PredictionResponse, errors_as_text
 from app.uploads import Upload, read_uploads
 
 ERROR_RESPONSES = {
@@ -133,11 +133,7 @@ def parse_query(request: Request) -> PredictQuery:
     try:
         return PredictQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"query {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise HTTPException(422, problems) from None
+        raise HTTPException(422, errors_as_text(exc.errors(), ("query",))) from None
 
 
 class PredictEndpoint:
