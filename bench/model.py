@@ -82,7 +82,9 @@ def main() -> None:
           f"{'of peak':>8}")  # fmt: skip
     for name, runtime in runtimes.items():
         for batch in (1, 64, 1024):
-            images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+            images = np.random.default_rng(0).integers(
+                0, 256, (batch, *INPUT_SHAPE[1:]), dtype=np.uint8
+            )
             rate = time_batch(runtime, images, args.seconds)
             gflops = rate * macs * 2 / 1e9
             share = f"{gflops / peak:.1%}" if peak else "n/a"

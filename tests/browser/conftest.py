@@ -49,7 +49,7 @@ def live_server(reading_weights: Path) -> Iterator[str]:
 
     It serves the committed weights (S4_TEST_WEIGHTS may point elsewhere while developing).
     """
-    # One torch thread: the page sends one image at a time, and CI machines are shared.
+    # One CPU thread: the page sends one image at a time, and CI machines are shared.
     env = {"S4_WEIGHTS": str(reading_weights), "S4_DEVICE": "cpu", "S4_CPU_THREADS": "1"}
     with running_server(env) as server:
         yield server.url
