@@ -1,5 +1,6 @@
 """The pure functions that bring any picture of a digit to MNIST form (app/preprocess.py)."""
 
+import io
 import struct
 import zlib
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import Image, ImageCms, ImageDraw, PngImagePlugin
 
 from app.preprocess import (
     MNIST_BOX,
@@ -18,6 +19,7 @@ from app.preprocess import (
     UnsupportedImage,
     center_by_mass,
     crop_to_ink,
+    decode_gray_png,
     decode_image,
     has_light_background,
     ink_levels,
@@ -320,3 +322,108 @@ def test_prepared_image_reports_the_uploaded_size(encode_image):
     prepared = prepare_image(encode_image(image), MAX_PIXELS)
     assert prepared.input_size == (123, 45)
     assert prepared.pixels.shape == (28, 28)
+
+
+# The libpng fast path for plain grayscale PNGs -----------------------------------------------
+# decode_gray_png must read exactly what decode_image + to_grayscale read, or decline (None).
+
+
+def pillow_gray(data: bytes) -> np.ndarray:
+    return to_grayscale(decode_image(data, MAX_PIXELS))
+
+
+def test_mnist_pngs_take_the_fast_path(mnist_test_set, encode_image):
+    for pixels in mnist_test_set[0][:50]:
+        assert np.array_equal(decode_gray_png(encode_image(pixels), MAX_PIXELS), pixels)
+
+
+PNG_EXTRAS = ["dpi", "icc_profile", "text", "transparency", "exif"]
+PLAIN_EXTRAS = {"dpi", "icc_profile"}  # chunks that leave the pixels as they are: pHYs, iCCP
+
+
+def gray_png(pixels: np.ndarray, extras: set[str], compress_level: int) -> bytes:
+    options: dict = {"compress_level": compress_level}
+    if "dpi" in extras:
+        options["dpi"] = (300, 300)
+    if "icc_profile" in extras:
+        options["icc_profile"] = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    if "text" in extras:
+        options["pnginfo"] = PngImagePlugin.PngInfo()
+        options["pnginfo"].add_text("Comment", "a digit")
+    if "transparency" in extras:
+        options["transparency"] = int(pixels[0, 0])
+    if "exif" in extras:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees to show: Pillow turns it, libpng would not
+        options["exif"] = exif
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 64),
+    st.integers(1, 64),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 9),
+    st.sets(st.sampled_from(PNG_EXTRAS)),
+)
+def test_fast_path_reads_plain_gray_pngs_as_pillow_does(
+    height, width, seed, compress_level, extras
+):
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
+    data = gray_png(pixels, extras, compress_level)
+    fast = decode_gray_png(data, MAX_PIXELS)
+    if extras <= PLAIN_EXTRAS:
+        assert np.array_equal(fast, pillow_gray(data))
+        assert np.array_equal(fast, pixels)
+    else:
+        assert fast is None  # Pillow's to read: it applies transparency and EXIF orientation
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "LA", "RGB", "RGBA", "I;16"])
+def test_fast_path_leaves_other_modes_to_pillow(mode, encode_image):
+    image = Image.new(mode, (28, 28))
+    assert decode_gray_png(encode_image(image), MAX_PIXELS) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["truncate", "flip", "flip and fix the CRC", "insert", "delete"]),
+    st.data(),
+)
+def test_fast_path_never_reads_a_damaged_png_pillow_would_not(seed, damage, data):
+    pixels = np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+    png = bytearray(gray_png(pixels, set(), compress_level=data.draw(st.integers(0, 9))))
+    at = data.draw(st.integers(0, len(png) - 1))
+    if damage == "truncate":
+        del png[at:]
+    elif damage == "flip":
+        png[at] ^= 1 << data.draw(st.integers(0, 7))
+    elif damage == "flip and fix the CRC":  # so the decoders meet the damaged data itself
+        chunks, offset = [], 8
+        while offset < len(png):
+            (length,) = struct.unpack_from(">I", png, offset)
+            chunks.append((offset, length))
+            offset += 12 + length
+        offset, length = data.draw(st.sampled_from([c for c in chunks if c[1] > 0]))
+        start, end = offset + 8, offset + 8 + length  # the chunk's data
+        png[data.draw(st.integers(start, end - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        struct.pack_into(">I", png, end, zlib.crc32(png[offset + 4 : end]))
+    elif damage == "insert":
+        png[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+    else:
+        del png[at : at + data.draw(st.integers(1, 16))]
+    fast = decode_gray_png(bytes(png), MAX_PIXELS)
+    if fast is not None:
+        assert np.array_equal(fast, pillow_gray(bytes(png)))
+
+
+def test_what_the_fast_path_declines_pillow_rejects_as_before(encode_image):
+    data = encode_image(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    with pytest.raises(ImageRejected, match="truncated or corrupt"):
+        prepare_image(data[: len(data) // 2], MAX_PIXELS)
+    with pytest.raises(ImageTooLarge, match="S4_MAX_PIXELS"):
+        prepare_image(png_claiming_size(5000, 5000), MAX_PIXELS)
