@@ -324,7 +324,7 @@ def test_prepared_image_reports_the_uploaded_size(encode_image):
     assert prepared.pixels.shape == (28, 28)
 
 
-# The libpng fast path for plain grayscale PNGs -----------------------------------------------
+# The libspng fast path for plain grayscale PNGs ----------------------------------------------
 # decode_gray_png must read exactly what decode_image + to_grayscale read, or decline (None).
 
 
@@ -354,7 +354,7 @@ def gray_png(pixels: np.ndarray, extras: set[str], compress_level: int) -> bytes
         options["transparency"] = int(pixels[0, 0])
     if "exif" in extras:
         exif = Image.Exif()
-        exif[0x0112] = 6  # rotate 90 degrees to show: Pillow turns it, libpng would not
+        exif[0x0112] = 6  # rotate 90 degrees to show: Pillow turns it, libspng would not
         options["exif"] = exif
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG", **options)
