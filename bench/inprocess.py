@@ -4,12 +4,12 @@
     .venv/bin/python -m bench.inprocess --requests 5000 --concurrency 1
 
 Builds the service as `python -m app` would (default settings, the committed weights), runs its
-lifespan, then sends multipart uploads of the first MNIST test digit straight into the ASGI app on
-uvloop, as uvicorn would after parsing the HTTP request, and checks every answer. It prints the
-process's CPU time per request, split into the event loop's thread and the others (the forward
-thread, mostly). With no wrk and no sockets sharing the cores, it moves far less with the
-machine's drift than bench/serve.py, so it is the quicker way to compare two versions of the
-request path; bench/serve.py remains the end-to-end figure.
+lifespan, then sends multipart uploads of the first MNIST test digit (as httpx writes them)
+straight into the ASGI app on uvloop, as uvicorn would after parsing the HTTP request, and
+checks every answer. It prints the process's CPU time per request, split into the event loop's
+thread and the others (the forward thread, mostly). With no wrk and no sockets sharing the
+cores, it moves far less with the machine's drift than bench/serve.py, so it is the quicker way
+to compare two versions of the request path; bench/serve.py remains the end-to-end figure.
 """
 
 import argparse
@@ -26,21 +26,11 @@ import uvloop
 from app.main import create_app
 from app.metrics import REQUEST_LOG
 from app.settings import Settings
+from bench.load import multipart
 from bench.serve import COMMITTED_WEIGHTS, prepare_digit
 
-BOUNDARY = b"s4benchboundary"
 
-
-def multipart_body(image: bytes) -> bytes:
-    """The body bench/predict.lua sends."""
-    return (
-        b"--" + BOUNDARY + b"\r\n"
-        b'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
-        b"Content-Type: image/png\r\n\r\n" + image + b"\r\n--" + BOUNDARY + b"--\r\n"
-    )
-
-
-async def post(app, body: bytes, digit: int) -> None:
+async def post(app, content_type: str, body: bytes, digit: int) -> None:
     """One /predict request through the ASGI interface, its answer checked."""
     scope = {
         "type": "http",
@@ -56,7 +46,7 @@ async def post(app, body: bytes, digit: int) -> None:
         "query_string": b"",
         "headers": [
             (b"host", b"127.0.0.1:8000"),
-            (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY),
+            (b"content-type", content_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode()),
         ],
         "state": {},
@@ -78,7 +68,9 @@ async def post(app, body: bytes, digit: int) -> None:
         raise SystemExit(f"unexpected answer: {status} {answer}")
 
 
-async def measure(requests: int, concurrency: int, body: bytes, digit: int) -> None:
+async def measure(
+    requests: int, concurrency: int, content_type: str, body: bytes, digit: int
+) -> None:
     app = create_app(Settings(weights=COMMITTED_WEIGHTS))
     # The request log goes to /dev/null: writing it is part of the cost, a terminal's speed isn't.
     with open(os.devnull, "w") as devnull:
@@ -87,12 +79,12 @@ async def measure(requests: int, concurrency: int, body: bytes, digit: int) -> N
                 handler.setStream(devnull)
         async with app.api.router.lifespan_context(app.api):
             for _ in range(200):  # warm-up: first passes of each batch size, caches
-                await post(app, body, digit)
+                await post(app, content_type, body, digit)
             slots = asyncio.Semaphore(concurrency)
 
             async def one() -> None:
                 async with slots:
-                    await post(app, body, digit)
+                    await post(app, content_type, body, digit)
 
             wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
             await asyncio.gather(*(one() for _ in range(requests)))
@@ -113,8 +105,8 @@ def main() -> None:
         raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
     with tempfile.TemporaryDirectory() as scratch:
         image, digit = prepare_digit(Path(scratch))
-        body = multipart_body(image.read_bytes())
-    uvloop.run(measure(args.requests, args.concurrency, body, digit))
+        content_type, body = multipart([("digit.png", image.read_bytes())])
+    uvloop.run(measure(args.requests, args.concurrency, content_type, body, digit))
 
 
 if __name__ == "__main__":
