@@ -192,9 +192,10 @@ def median_level(levels: np.ndarray) -> float:
     return (float(middle[lower]) + float(middle[upper])) / 2.0
 
 
-def has_light_background(gray: np.ndarray) -> bool:
-    """Ink covers less than half of a digit picture, so the median pixel is background."""
-    return median_level(gray) > 127.5
+def is_light_background(median: float) -> bool:
+    """Whether a picture's median level (``median_level``) is light paper. Ink covers less than
+    half of a digit picture, so the median pixel is background."""
+    return median > 127.5
 
 
 def ink_levels(gray: np.ndarray) -> np.ndarray:
@@ -205,9 +206,10 @@ def ink_levels(gray: np.ndarray) -> np.ndarray:
     levels under NOISE_FLOOR become 0. Raises BlankImage when nothing stands out as ink.
     """
     ink = gray.astype(np.float32)
-    if has_light_background(gray):
-        ink = 255.0 - ink
-    background = median_level(ink)
+    background = median_level(gray)
+    if is_light_background(background):
+        # Inverting the levels inverts their median: no second partial sort (megapixel photos).
+        ink, background = 255.0 - ink, 255.0 - background
     contrast = float(ink.max()) - background
     check_ink(ink, background, contrast)
     levels = np.clip((ink - background) / contrast, 0.0, 1.0)
@@ -277,7 +279,7 @@ def to_mnist_form(gray: np.ndarray) -> np.ndarray:
     """
     if gray.shape == (MNIST_SIZE, MNIST_SIZE):
         background = median_level(gray)
-        if background <= 127.5:
+        if not is_light_background(background):
             check_ink(gray, background, float(gray.max()) - background)
             return gray
     return center_by_mass(scale_to_box(crop_to_ink(ink_levels(gray))))

@@ -21,8 +21,8 @@ from app.preprocess import (
     crop_to_ink,
     decode_gray_png,
     decode_image,
-    has_light_background,
     ink_levels,
+    is_light_background,
     median_level,
     prepare_image,
     scale_to_box,
@@ -79,9 +79,9 @@ def test_mnist_png_is_prepared_bit_for_bit(mnist_test_set, encode_image):
 
 def test_28x28_black_on_white_is_not_mnist_form(mnist_test_set):
     inverted = 255 - mnist_test_set[0][0]
-    assert has_light_background(inverted)
+    assert is_light_background(median_level(inverted))
     prepared = to_mnist_form(inverted)
-    assert not has_light_background(prepared)  # inverted back to light ink on dark
+    assert not is_light_background(median_level(prepared))  # inverted back: light ink on dark
 
 
 # Levels, crop, scale, centre -----------------------------------------------------------------
