@@ -23,12 +23,14 @@ from app.preprocess import (
     decode_image,
     ink_levels,
     is_light_background,
+    is_mnist_form,
     median_level,
     prepare_image,
     scale_to_box,
     to_grayscale,
     to_mnist_form,
 )
+from training.mnist import load_mnist
 
 MAX_PIXELS = 16_000_000
 
@@ -75,6 +77,44 @@ def test_mnist_png_is_prepared_bit_for_bit(mnist_test_set, encode_image):
     prepared = prepare_image(encode_image(pixels), MAX_PIXELS)
     assert prepared.input_size == (28, 28)
     assert np.array_equal(prepared.pixels, pixels)
+
+
+def test_every_mnist_image_is_mnist_form_and_passes_bit_for_bit(mnist_dir):
+    """The rule's bounds were measured on all 70,000 MNIST images: every one must pass as is."""
+    data = load_mnist(mnist_dir)
+    for split in (data.train, data.test):
+        for pixels in split.images[:, 0].numpy():
+            assert is_mnist_form(pixels)
+            assert to_mnist_form(pixels) is pixels
+
+
+def tight_crop(pixels: np.ndarray, tall: int = 26) -> np.ndarray:
+    """The digit cropped to its ink, scaled to ``tall`` px high (aspect kept), centred in 28x28."""
+    rows, cols = np.flatnonzero(pixels.any(axis=1)), np.flatnonzero(pixels.any(axis=0))
+    ink = Image.fromarray(pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    width = min(28, max(1, round(ink.width * tall / ink.height)))
+    frame = Image.new("L", (28, 28))
+    frame.paste(ink.resize((width, tall), Image.Resampling.LANCZOS), ((28 - width) // 2, 1))
+    return np.asarray(frame)
+
+
+@pytest.mark.parametrize(
+    "render",
+    [
+        tight_crop,
+        lambda p: tight_crop(p, tall=12),  # a small digit in the middle of the frame
+        lambda p: np.roll(p, (4, -5), axis=(0, 1)),  # off-centre
+        lambda p: np.asarray(Image.fromarray(p[4:24, 4:24]).resize((28, 28))),  # stretched
+    ],
+    ids=["tight-crop", "small", "off-centre", "stretched"],
+)
+def test_28x28_digits_not_in_mnist_form_are_brought_to_it(mnist_test_set, render):
+    for pixels in mnist_test_set[0][:20]:
+        rendered = render(pixels)
+        assert not is_mnist_form(rendered)
+        prepared = to_mnist_form(rendered)
+        assert is_mnist_form(prepared)
+        assert max(ink_box(prepared)) == MNIST_BOX
 
 
 def test_28x28_black_on_white_is_not_mnist_form(mnist_test_set):
