@@ -50,6 +50,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--degrees", type=float, default=aug.degrees, help="max rotation")
     p.add_argument("--shift", type=float, default=aug.shift, help="max shift in pixels")
     p.add_argument("--scale", type=float, default=aug.scale, help="max zoom in/out fraction")
+    p.add_argument("--aspect", type=float, default=aug.aspect, help="max aspect change fraction")
+    p.add_argument("--shear", type=float, default=aug.shear, help="max horizontal shear factor")
+    p.add_argument("--perspective", type=float, default=aug.perspective, help="max tilt")
+    p.add_argument("--elastic", type=float, default=aug.elastic, help="max elastic shift, px")
+    p.add_argument("--thickness", type=float, default=aug.thickness, help="P(thicker/thinner)")
+    p.add_argument("--blur", type=float, default=aug.blur, help="P(Gaussian blur)")
+    p.add_argument("--low-res", type=float, default=aug.low_res, help="P(low-res round trip)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--holdout", type=int, default=0, help="tune on N held-out train images")
     p.add_argument("--train-limit", type=int, help="train on only the first N images")
@@ -80,7 +87,18 @@ def main(argv: list[str]) -> None:
         weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing,
         dropout=args.dropout,
-        augment=AugmentConfig(degrees=args.degrees, shift=args.shift, scale=args.scale),
+        augment=AugmentConfig(
+            degrees=args.degrees,
+            shift=args.shift,
+            scale=args.scale,
+            aspect=args.aspect,
+            shear=args.shear,
+            perspective=args.perspective,
+            elastic=args.elastic,
+            thickness=args.thickness,
+            blur=args.blur,
+            low_res=args.low_res,
+        ),
         seed=args.seed,
         holdout=args.holdout,
         train_limit=args.train_limit,
