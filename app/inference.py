@@ -1,5 +1,6 @@
 """Inference: the loaded model on its device, and the one place a forward pass happens."""
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -20,12 +21,37 @@ class ServedModel:
 
     weights: LoadedWeights
     runtime: Runtime
+    temperature: float  # from the card: probabilities are calibrated with it
 
 
 @dataclass(frozen=True)
 class ForwardPass:
     probabilities: np.ndarray  # float32 [N, 10], one row per image, in order
     weights_sha256: str  # the weights that computed them
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """float32 probabilities [N, 10] -> the same softened (T > 1) or sharpened (T < 1) by T.
+
+    softmax(log p / T), computed in float64: a probability of exactly 0 stays 0, the argmax is
+    unchanged, and T = 1 returns the input itself. The temperature comes from the weights card.
+    """
+    if temperature == 1.0:
+        return probabilities
+    with np.errstate(divide="ignore"):
+        scaled = np.log(probabilities.astype(np.float64)) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def card_temperature(card: dict) -> float:
+    """The card's fitted temperature: 1.0 (none) when absent; WeightsError if not a number > 0."""
+    temperature = card.get("temperature", 1.0)
+    valid = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+    if not valid or not math.isfinite(temperature) or temperature <= 0:
+        raise WeightsError(f"the card's temperature {temperature!r} is not a number > 0")
+    return float(temperature)
 
 
 class Predictor:
@@ -113,11 +139,13 @@ class Predictor:
         # flat from the start instead of creeping up as ever larger batches first occur.
         for batch_size in (1, self.largest_batch):
             runtime(np.zeros((batch_size, *INPUT_SHAPE[1:]), dtype=np.uint8))
-        return ServedModel(weights, runtime)
+        return ServedModel(weights, runtime, card_temperature(weights.card))
 
     def forward(self, images: np.ndarray) -> ForwardPass:
-        """uint8 images [N, 28, 28] (MNIST form: white ink on black) -> their probabilities."""
+        """uint8 images [N, 28, 28] (MNIST form: white ink on black) -> their probabilities,
+        calibrated with the temperature in the weights card."""
         served = self.served  # one read: a reload may swap it while this pass runs
         if served is None:
             raise WeightsError(self.error or "weights not loaded")
-        return ForwardPass(served.runtime(images), served.weights.sha256)
+        probabilities = apply_temperature(served.runtime(images), served.temperature)
+        return ForwardPass(probabilities, served.weights.sha256)
