@@ -185,7 +185,24 @@ def card_figures(rows: list[PreparedRow], results: list[RowResult], command: str
         label: round(float(np.mean([results[i].accuracy for i in members])), 2)
         for label, members in summary_groups(rows).items()
     }
-    return {"images": len(rows[0].pixels), "rows": per_row, "means": means, "command": command}
+    mnist = results[0] if rows[0].rendering is RENDERINGS[0] else None
+    calibration = {
+        "ece_bins": ECE_BINS,
+        "mnist_ece_before": round(mnist.ece_uncalibrated, 2) if mnist else None,
+        "mnist_ece_after": round(mnist.ece, 2) if mnist else None,
+        "renderings_mean_ece_before": round(
+            float(np.mean([r.ece_uncalibrated for r in results])), 2
+        ),
+        "renderings_mean_ece_after": round(float(np.mean([r.ece for r in results])), 2),
+    }
+    return {
+        "split": "test",
+        "images": len(rows[0].pixels),
+        "rows": per_row,
+        "means": means,
+        "calibration": calibration,
+        "command": command,
+    }
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -204,6 +221,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fit-temperature", action="store_true", help="fit T per weights (holdout)")
     p.add_argument("--write-card", action="store_true", help="store the figures in the card")
     p.add_argument("--json", type=Path, help="also write every figure here")
+    p.add_argument(
+        "--set-temperature",
+        type=float,
+        help="with --write-card: first store this temperature (fitted on the holdout) in the card",
+    )
+    p.add_argument("--temperature-source", default="", help="how --set-temperature was fitted")
     return p.parse_args(argv)
 
 
@@ -219,6 +242,14 @@ def main(argv: list[str]) -> None:
     renderings = [
         r for r in RENDERINGS if not args.only or any(word in r.name for word in args.only)
     ]
+    if args.set_temperature is not None:
+        if not args.write_card:
+            sys.exit("--set-temperature goes with --write-card")
+        update_card(
+            args.committed,
+            temperature=args.set_temperature,
+            temperature_fitted_on=args.temperature_source,
+        )
     started = time.perf_counter()
     rows = [prepare_row(r, images, args.seed) for r in renderings]
     prepared_s = time.perf_counter() - started
@@ -261,11 +292,17 @@ def main(argv: list[str]) -> None:
         atomic_write_bytes(args.json, json.dumps(figures, indent=2).encode())
     if args.write_card:
         command = "python -m bench.robustness " + " ".join(argv)
-        card_path = card_path_for(args.committed)
-        card = json.loads(card_path.read_text())
-        card["robustness"] = card_figures(rows, results[0], command)
-        atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode())
-        print(f"wrote the robustness figures into {card_path}")
+        update_card(args.committed, robustness=card_figures(rows, results[0], command))
+        print(f"wrote the robustness figures into {card_path_for(args.committed)}")
+
+
+def update_card(weights: Path, **entries) -> None:
+    """Add or replace top-level entries of a weights card (atomically; the checksum still holds:
+    it covers the weights file, not the card)."""
+    card_path = card_path_for(weights)
+    card = json.loads(card_path.read_text())
+    card.update(entries)
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from app.model import normalize
+from app.model import MNIST_MEAN, MNIST_STD, normalize
 from app.weights import load_weights
 from training.__main__ import main
 from training.augment import AugmentConfig, augment_batch
+from training.mnist import load_mnist
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,8 +35,48 @@ def test_augmentation_is_seeded_batched_and_off_when_zero() -> None:
     assert first.shape == (8, 1, 28, 28) and first.dtype == torch.float32
     assert torch.equal(first, again)
     assert not torch.allclose(first, normalize(images))
-    off = AugmentConfig(degrees=0, shift=0, scale=0)
+    off = AugmentConfig(**dict.fromkeys(vars(AugmentConfig()), 0.0))
     assert torch.equal(augment_batch(images, off, torch.Generator()), normalize(images))
+
+
+@pytest.mark.parametrize(
+    "knob",
+    [
+        "degrees",
+        "shift",
+        "scale",
+        "aspect",
+        "shear",
+        "perspective",
+        "elastic",
+        "thickness",
+        "blur",
+        "low_res",
+    ],
+)
+def test_each_augmentation_alone_is_seeded_and_keeps_levels_in_range(knob: str, mnist_dir) -> None:
+    images = load_mnist(mnist_dir).test.images[:64]
+    off = dict.fromkeys(vars(AugmentConfig()), 0.0)
+    strength = {"degrees": 20.0, "shift": 2.0, "elastic": 2.0}.get(
+        knob, 1.0 if knob in {"thickness", "blur", "low_res"} else 0.3
+    )
+    config = AugmentConfig(**{**off, knob: strength})
+    first = augment_batch(images, config, torch.Generator().manual_seed(3))
+    assert torch.equal(first, augment_batch(images, config, torch.Generator().manual_seed(3)))
+    pixels = first * MNIST_STD + MNIST_MEAN
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    assert (pixels - images / 255.0).abs().amax(dim=(1, 2, 3)).min() > 0.01  # every image altered
+
+
+def test_thickness_makes_strokes_thicker_or_thinner() -> None:
+    images = torch.zeros((200, 1, 28, 28), dtype=torch.uint8)
+    images[:, :, 4:24, 12:16] = 255
+    config = AugmentConfig(**{**dict.fromkeys(vars(AugmentConfig()), 0.0), "thickness": 1.0})
+    pixels = (
+        augment_batch(images, config, torch.Generator().manual_seed(0)) * MNIST_STD + MNIST_MEAN
+    )
+    ink = pixels.sum(dim=(1, 2, 3))
+    assert (ink > 80 * 1.2).any() and (ink < 80 * 0.8).any()  # 80 = the bar's ink
 
 
 def test_smoke_run_writes_loadable_weights_card_and_plots(mnist_dir: Path, tmp_path: Path) -> None:
