@@ -36,6 +36,22 @@ def test_model_describes_the_loaded_weights(make_client, untrained_weights):
     assert weights["card"]["note"] == "untrained, made by the test suite"
 
 
+def test_model_shows_the_committed_weights_robustness_and_calibration(make_client, reading_weights):
+    """The committed card carries the robustness table's figures and the fitted temperature."""
+    with make_client(weights=reading_weights, cpu_threads=1) as client:
+        card = client.get("/model").json()["weights"]["card"]
+    assert card["temperature"] > 0
+    robustness = card["robustness"]
+    assert robustness["split"] == "test" and robustness["images"] == 10_000
+    # MNIST's own images through the service read as the tensor path the card measured.
+    assert robustness["rows"]["MNIST as is"]["accuracy"] == pytest.approx(
+        card["test_accuracy"], abs=0.006
+    )
+    for figures in robustness["rows"].values():
+        assert 0 <= figures["accuracy"] <= 100 and figures["ece"] >= 0
+    assert set(robustness["calibration"]) >= {"mnist_ece_before", "mnist_ece_after"}
+
+
 def test_model_as_text_is_the_spec_table(make_client, untrained_weights):
     with make_client(weights=untrained_weights) as client:
         by_query = client.get("/model", params={"format": "text"})

@@ -57,6 +57,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--thickness", type=float, default=aug.thickness, help="P(thicker/thinner)")
     p.add_argument("--blur", type=float, default=aug.blur, help="P(Gaussian blur)")
     p.add_argument("--low-res", type=float, default=aug.low_res, help="P(low-res round trip)")
+    p.add_argument("--clutter", type=float, default=aug.clutter, help="P(stray specks or line)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--holdout", type=int, default=0, help="tune on N held-out train images")
     p.add_argument("--train-limit", type=int, help="train on only the first N images")
@@ -98,6 +99,7 @@ def main(argv: list[str]) -> None:
             thickness=args.thickness,
             blur=args.blur,
             low_res=args.low_res,
+            clutter=args.clutter,
         ),
         seed=args.seed,
         holdout=args.holdout,

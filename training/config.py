@@ -13,7 +13,7 @@ from training.augment import AugmentConfig
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 256
     lr: float = 0.4  # OneCycle peak learning rate
     # SGD with Nesterov momentum; OneCycle cycles it against the learning rate: from max_momentum
