@@ -22,6 +22,7 @@ stores the figures in the committed weights' card (test split, all images only).
 """
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -82,6 +83,23 @@ def prepare_row(rendering: Rendering, images: np.ndarray, seed: int) -> Prepared
         except ImageRejected:
             refused[i] = True
     return PreparedRow(rendering, pixels, refused)
+
+
+def cached_row(cache: Path | None, rendering: Rendering, images: np.ndarray, args) -> PreparedRow:
+    """prepare_row, kept in ``cache`` (if given) to compare other weights without re-rendering."""
+    if cache is None:
+        return prepare_row(rendering, images, args.seed)
+    key = f"{args.split}-{args.holdout}-{args.holdout_seed}-{len(images)}-{args.seed}"
+    path = cache / f"{key}-{RENDERINGS.index(rendering)}.npz"
+    if path.exists():
+        saved = np.load(path)
+        return PreparedRow(rendering, saved["pixels"], saved["refused"])
+    row = prepare_row(rendering, images, args.seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, pixels=row.pixels, refused=row.refused)
+    atomic_write_bytes(path, buffer.getvalue())
+    return row
 
 
 def load_predictor(weights: Path) -> Predictor:
@@ -221,6 +239,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fit-temperature", action="store_true", help="fit T per weights (holdout)")
     p.add_argument("--write-card", action="store_true", help="store the figures in the card")
     p.add_argument("--json", type=Path, help="also write every figure here")
+    p.add_argument("--cache", type=Path, help="keep the prepared renderings here, for reruns")
     p.add_argument(
         "--set-temperature",
         type=float,
@@ -251,7 +270,7 @@ def main(argv: list[str]) -> None:
             temperature_fitted_on=args.temperature_source,
         )
     started = time.perf_counter()
-    rows = [prepare_row(r, images, args.seed) for r in renderings]
+    rows = [cached_row(args.cache, r, images, args) for r in renderings]
     prepared_s = time.perf_counter() - started
     weights = [args.committed, *args.weights]
     results = []
