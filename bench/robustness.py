@@ -24,6 +24,7 @@ stores the figures in the committed weights' card (test split, all images only).
 import argparse
 import io
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -310,7 +311,7 @@ def main(argv: list[str]) -> None:
     if args.json:
         atomic_write_bytes(args.json, json.dumps(figures, indent=2).encode())
     if args.write_card:
-        command = "python -m bench.robustness " + " ".join(argv)
+        command = shlex.join(["python", "-m", "bench.robustness", *argv])
         update_card(args.committed, robustness=card_figures(rows, results[0], command))
         print(f"wrote the robustness figures into {card_path_for(args.committed)}")
 
