@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.batching import MicroBatcher
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
-from app.routers import admin, health, metrics, model, page, predict
+from app.routers import admin, health, inference_protocol, metrics, model, page, predict
 from app.schemas import errors_as_text
 from app.settings import Settings, get_settings
 
@@ -28,6 +28,8 @@ DESCRIPTION = """
 Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on MNIST.
 
 * `POST /predict` — one image or many (multipart `file` parts, or the raw image as the body).
+* `POST /v2/models/s4net/infer` — the Open Inference Protocol (KServe v2, Triton's HTTP
+  protocol), with its metadata and health routes under `/v2`.
 * `GET /model` — the layer summary (the network's contract) and the served weights' card.
 * `GET /health`, `GET /ready` — liveness and readiness.
 * `GET /metrics` — Prometheus metrics.
@@ -192,6 +194,7 @@ def create_app(settings: Settings | None = None) -> Service:
     app.include_router(model.router)
     app.include_router(metrics.router)
     app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
+    app.include_router(inference_protocol.router)  # /v2/...: Triton and KServe clients
     if settings.admin_token:
         app.include_router(admin.router)
     return Service(app, middleware)

@@ -1,0 +1,153 @@
+"""The Open Inference Protocol's REST routes (/v2/...), so Triton and KServe clients work unchanged.
+
+The protocol itself (parsing, checks, encoding) is app.inference_protocol's; this module moves
+bytes and shares the service's parts: infer requests go through the same micro-batcher as
+/predict, with the same limits, and errors answer ``{"error": "<what to fix>"}``: 400 for a bad
+request, 404 for an unknown model or version, 503 (with Retry-After) while the model is not
+ready or too many images wait. Readiness answers 200, or 400 when not ready, as the spec says
+(4xx for false).
+"""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.batching import Overloaded
+from app.inference_protocol import (
+    HEADER_LENGTH,
+    MODEL_NAME,
+    ProtocolError,
+    as_prepared_images,
+    digits,
+    encode_infer_response,
+    model_metadata,
+    model_version,
+    parse_infer_request,
+    prepare_encoded_images,
+    server_metadata,
+)
+from app.uploads import PART_OVERHEAD_BYTES
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+MODEL = "/models/{model_name}"
+VERSIONED = "/models/{model_name}/versions/{version}"
+# A JSON header of this size (ids, names, parameters) besides the images themselves.
+HEADER_ALLOWANCE_BYTES = PART_OVERHEAD_BYTES
+
+
+def error(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+def served_version(request: Request, model_name: str, version: str | None) -> str | None:
+    """The version being served (None while nothing is); ProtocolError 404 if the path names
+    another model, or another version than the one served."""
+    predictor = request.app.state.predictor
+    weights = predictor.weights
+    served = model_version(weights.sha256) if weights else None
+    if model_name != MODEL_NAME:
+        raise ProtocolError(f"unknown model {model_name!r}: this server has `{MODEL_NAME}`", 404)
+    if version is not None and version != served:
+        serving = f"version {served}" if served else "no version (not ready)"
+        raise ProtocolError(
+            f"model `{MODEL_NAME}` has no version {version!r}; serving {serving}", 404
+        )
+    return served
+
+
+def max_body_bytes(max_images: int, max_image_bytes: int) -> int:
+    """Room for max_images files of max_image_bytes each, base64-encoded in JSON, plus headers."""
+    return HEADER_ALLOWANCE_BYTES + max_images * (max_image_bytes * 4 // 3 + 8)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (400) as soon as it is known to be over ``limit`` bytes."""
+    too_large = ProtocolError(
+        f"the request body is larger than {limit:,} bytes (S4_MAX_IMAGES images of "
+        "S4_MAX_IMAGE_BYTES); send fewer or smaller images"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+@router.get("", summary="Server metadata")
+async def server() -> dict:
+    return server_metadata()
+
+
+@router.get("/health/live", summary="Server live: the process answers")
+async def live() -> dict:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Server ready: the model can answer (400 if not)")
+async def ready(request: Request) -> JSONResponse:
+    predictor = request.app.state.predictor
+    if predictor.ready:
+        return JSONResponse({"ready": True})
+    return JSONResponse({"ready": False, "error": predictor.error}, status_code=400)
+
+
+async def metadata(request: Request, model_name: str, version: str | None = None):
+    try:
+        served = served_version(request, model_name, version)
+    except ProtocolError as exc:
+        return error(exc.status_code, str(exc))
+    platform = request.app.state.predictor.runtime_name or "none"
+    return model_metadata([served] if served else [], platform)
+
+
+async def model_ready(request: Request, model_name: str, version: str | None = None):
+    try:
+        served = served_version(request, model_name, version)
+    except ProtocolError as exc:
+        return error(exc.status_code, str(exc))
+    body = {"name": MODEL_NAME, "ready": served is not None}
+    return JSONResponse(body, status_code=200 if served else 400)
+
+
+async def infer(request: Request, model_name: str, version: str | None = None) -> Response:
+    state = request.app.state
+    settings, predictor = state.settings, state.predictor
+    try:
+        served_version(request, model_name, version)
+        if not predictor.ready:
+            return error(503, f"the model is not ready: {predictor.error}", {"Retry-After": "1"})
+        body = await read_body(
+            request, max_body_bytes(settings.max_images, settings.max_image_bytes)
+        )
+        infer_request = parse_infer_request(
+            body, request.headers.get(HEADER_LENGTH), settings.max_images, settings.max_image_bytes
+        )
+        if infer_request.images is not None:
+            images = as_prepared_images(infer_request.images)
+        else:
+            images = await run_in_threadpool(
+                prepare_encoded_images, infer_request.encoded, settings.max_pixels
+            )
+        # Issue 17's typed batcher.predict(images) takes this call's place.
+        result = await state.batcher.predict_prepared(images)
+    except ProtocolError as exc:
+        return error(exc.status_code, str(exc))
+    except Overloaded as exc:
+        return error(503, str(exc), {"Retry-After": "1"})
+    answer = encode_infer_response(
+        infer_request, result.probabilities, model_version(result.weights_sha256)
+    )
+    state.metrics.record_predictions(digits(result.probabilities).tolist())
+    return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
+
+
+for path in (MODEL, VERSIONED):
+    router.add_api_route(path, metadata, methods=["GET"], summary="Model metadata")
+    router.add_api_route(
+        path + "/ready", model_ready, methods=["GET"], summary="Model ready (400 if not)"
+    )
+    router.add_api_route(path + "/infer", infer, methods=["POST"], summary="Inference")
