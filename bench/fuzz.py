@@ -414,26 +414,25 @@ def v2_contract_violation(response: httpx.Response) -> str | None:
         length = response.headers.get(HEADER_LENGTH)
         header = response.content[: int(length)] if length else response.content
         return None if "outputs" in json.loads(header) else "200 without outputs"
-    if not 400 <= response.status_code < 500:
-        return f"status {response.status_code}: {response.text[:300]}"
-    try:
-        error = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return f"status {response.status_code} without a JSON error: {response.text[:300]}"
-    return None if isinstance(error, str) else f"error is not a string: {error!r}"
+    return error_violation(response, "error")
 
 
 def contract_violation(response: httpx.Response) -> str | None:
     """Why an answer breaks the contract (200, or 4xx with a JSON string detail), or None."""
     if response.status_code == 200:
         return None if "predictions" in response.json() else "200 without predictions"
+    return error_violation(response, "detail")
+
+
+def error_violation(response: httpx.Response, key: str) -> str | None:
+    """Why an error answer is not a 4xx whose JSON body has a string ``key``, or None."""
     if not 400 <= response.status_code < 500:
         return f"status {response.status_code}: {response.text[:300]}"
     try:
-        detail = response.json()["detail"]
+        reason = response.json()[key]
     except (ValueError, KeyError, TypeError):
-        return f"status {response.status_code} without a JSON detail: {response.text[:300]}"
-    return None if isinstance(detail, str) else f"detail is not a string: {detail!r}"
+        return f"status {response.status_code} without a JSON {key}: {response.text[:300]}"
+    return None if isinstance(reason, str) else f"{key} is not a string: {reason!r}"
 
 
 # The long run ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Property-based fuzzing of POST /predict and the /v2 infer route, CI-sized (a few thousand requests in all).
+"""Property-based fuzzing of POST /predict and the /v2 infer route, CI-sized (a few thousand
+requests in all).
 
 The strategies are bench/fuzz.py's, whose long run sends 100,000 requests (README "Reliability").
 The contract: every answer is a 200 or a 4xx with a JSON string detail; never a 5xx, never a hang.
