@@ -98,8 +98,9 @@ class RequestTimeoutMiddleware:
 
 
 class Service:
-    """What uvicorn serves: /predict goes to its own stack of the app's middleware around
-    app.routers.predict's plain ASGI endpoint, every other request to the FastAPI app.
+    """What uvicorn serves: /predict and the v2 infer POSTs go to their own stacks of the app's
+    middleware around plain ASGI endpoints (app.routers.predict's, app.routers.
+    inference_protocol's), every other request to the FastAPI app.
 
     /predict is where the traffic is. On its way to the app's own middleware, FastAPI and
     Starlette would pass each request through layers of their own (an OpenTelemetry check,
@@ -114,10 +115,16 @@ class Service:
 
     def __init__(self, api: FastAPI, middleware: list[Middleware]):
         self.api = api
-        self.predict: ASGIApp = predict.PredictEndpoint()
+        self.infer_endpoint = inference_protocol.InferEndpoint()
+        self.predict = self.wrapped(predict.PredictEndpoint(), middleware)
+        self.infer = self.wrapped(self.infer_endpoint, middleware)
+
+    @staticmethod
+    def wrapped(endpoint: ASGIApp, middleware: list[Middleware]) -> ASGIApp:
         # The first is outermost, as Starlette builds its stack.
         for cls, args, kwargs in reversed([Middleware(ServerErrorMiddleware), *middleware]):
-            self.predict = cls(self.predict, *args, **kwargs)
+            endpoint = cls(endpoint, *args, **kwargs)
+        return endpoint
 
     @property
     def state(self) -> State:
@@ -129,6 +136,13 @@ class Service:
             scope["app"] = self.api  # Request.app, as Starlette sets it: the endpoint reads state
             scope["route"] = predict.DOCUMENTATION  # what telemetry labels the request with
             await self.predict(scope, receive, send)
+        elif (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and (route := self.infer_endpoint.route_for(scope)) is not None
+        ):
+            scope["app"], scope["route"] = self.api, route  # the Open Inference Protocol's infer
+            await self.infer(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 

@@ -140,3 +140,15 @@ def test_metrics_and_request_log_cover_the_v2_routes(reading_client, caplog):
         's4_http_requests_total{method="POST",path="/v2/models/{model_name}/infer",status="200"}'
         in metrics
     )
+
+
+def test_fastapi_serves_infer_the_same_without_the_short_way_in(reading_weights, mnist_test_set):
+    """app.main.Service hands infer POSTs to InferEndpoint; the FastAPI app alone (as a plain
+    FastAPI deployment would run it) answers them through the same routes and handler."""
+    service = create_app(Settings(weights=reading_weights, cpu_threads=1))
+    request = images_request(mnist_test_set[0][:4])
+    with TestClient(service) as short_way:
+        expected = digits_of(short_way.post(INFER, json=request))
+        assert short_way.get(INFER).status_code == 405
+    with TestClient(service.api) as fastapi_only:
+        assert digits_of(fastapi_only.post(INFER, json=request)) == expected

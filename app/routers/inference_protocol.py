@@ -10,7 +10,9 @@ ready or too many images wait. Readiness answers 200, or 400 when not ready, as 
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from app.batching import Overloaded
 from app.inference_protocol import (
@@ -62,19 +64,22 @@ def max_body_bytes(max_images: int, max_image_bytes: int) -> int:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused (400) as soon as it is known to be over ``limit`` bytes."""
-    too_large = ProtocolError(
-        f"the request body is larger than {limit:,} bytes (S4_MAX_IMAGES images of "
-        "S4_MAX_IMAGE_BYTES); send fewer or smaller images"
-    )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise body_too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise too_large
+            raise body_too_large(limit)
     return bytes(body)
+
+
+def body_too_large(limit: int) -> ProtocolError:
+    return ProtocolError(
+        f"the request body is larger than {limit:,} bytes (S4_MAX_IMAGES images of "
+        "S4_MAX_IMAGE_BYTES); send fewer or smaller images"
+    )
 
 
 @router.get("", summary="Server metadata")
@@ -151,3 +156,22 @@ for path in (MODEL, VERSIONED):
         path + "/ready", model_ready, methods=["GET"], summary="Model ready (400 if not)"
     )
     router.add_api_route(path + "/infer", infer, methods=["POST"], summary="Inference")
+
+
+class InferEndpoint:
+    """The infer routes as a plain ASGI app, which app.main.Service hands POSTs to, as it does
+    /predict: inside the app's middleware, but not FastAPI's routing and dependency solving,
+    which cost more CPU than the rest of a one-image request. The routes and the handler are
+    the router's own, so without Service in front FastAPI serves the same answers."""
+
+    def __init__(self) -> None:
+        self.routes = [r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is infer]
+
+    def route_for(self, scope: Scope) -> APIRoute | None:
+        """The infer route whose path ``scope`` has, if any (what telemetry labels it with)."""
+        return next((r for r in self.routes if r.path_regex.match(scope["path"])), None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path_params = scope["route"].path_regex.match(scope["path"]).groupdict()
+        response = await infer(Request(scope, receive), **path_params)
+        await response(scope, receive, send)
