@@ -84,16 +84,19 @@ def body_too_large(limit: int) -> ProtocolError:
 
 @router.get("", summary="Server metadata")
 async def server() -> dict:
+    """The server's name, version and protocol extensions (`binary_tensor_data`)."""
     return server_metadata()
 
 
 @router.get("/health/live", summary="Server live: the process answers")
 async def live() -> dict:
+    """200 whenever the process can answer, even without weights."""
     return {"live": True}
 
 
 @router.get("/health/ready", summary="Server ready: the model can answer (400 if not)")
 async def ready(request: Request) -> JSONResponse:
+    """200 once the model can answer; 400 with the reason (e.g. bad weights) otherwise."""
     predictor = request.app.state.predictor
     if predictor.ready:
         return JSONResponse({"ready": True})
@@ -101,6 +104,9 @@ async def ready(request: Request) -> JSONResponse:
 
 
 async def metadata(request: Request, model_name: str, version: str | None = None):
+    """`s4net`'s inputs (`images` UINT8 [-1, 28, 28] or `image_bytes` BYTES [-1]), outputs
+    (`probabilities` FP32 [-1, 10], `digit` INT64 [-1]) and served version (the first 12 hex
+    digits of the weights' SHA-256)."""
     try:
         served = served_version(request, model_name, version)
     except ProtocolError as exc:
@@ -110,6 +116,7 @@ async def metadata(request: Request, model_name: str, version: str | None = None
 
 
 async def model_ready(request: Request, model_name: str, version: str | None = None):
+    """200 when the model (and version, if given) is served and ready, 400 when not ready."""
     try:
         served = served_version(request, model_name, version)
     except ProtocolError as exc:
@@ -119,6 +126,10 @@ async def model_ready(request: Request, model_name: str, version: str | None = N
 
 
 async def infer(request: Request, model_name: str, version: str | None = None) -> Response:
+    """Read the digits in `images` (MNIST form, read as they are) or `image_bytes` (image files,
+    prepared as /predict prepares uploads): JSON `data` or binary tensors
+    (Inference-Header-Content-Length). Errors: 400 bad request, 404 unknown model or version,
+    503 not ready or overloaded (Retry-After)."""
     state = request.app.state
     settings, predictor = state.settings, state.predictor
     try:
