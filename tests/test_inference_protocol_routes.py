@@ -1,9 +1,11 @@
 """The /v2 routes in process: versions, readiness, errors, limits, metrics; the same digits as
 /predict. tests/test_inference_protocol_clients.py drives them with Triton's own client."""
 
+import asyncio
 import base64
 import shutil
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -152,3 +154,31 @@ def test_fastapi_serves_infer_the_same_without_the_short_way_in(reading_weights,
         assert short_way.get(INFER).status_code == 405
     with TestClient(service.api) as fastapi_only:
         assert digits_of(fastapi_only.post(INFER, json=request)) == expected
+
+
+def test_v2_and_predict_requests_share_forward_passes(
+    reading_weights, mnist_test_set, encode_image
+):
+    """With a forward pass waiting up to a second for more requests, a /predict request and a
+    v2 infer request sent together are read in one pass."""
+    service = create_app(Settings(weights=reading_weights, cpu_threads=1, batch_max_wait_ms=1000))
+    images = mnist_test_set[0][:3]
+
+    async def both() -> tuple[list[int], list[int]]:
+        transport = httpx.ASGITransport(app=service)
+        async with (
+            service.api.router.lifespan_context(service.api),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            files = [("file", (f"{i}.png", encode_image(image))) for i, image in enumerate(images)]
+            predicted, inferred = await asyncio.gather(
+                client.post("/predict", files=files[:2]),
+                client.post(INFER, json=images_request(images[2:])),
+            )
+        return [p["digit"] for p in predicted.json()["predictions"]], digits_of(inferred)
+
+    predicted, inferred = asyncio.run(both())
+    assert len(predicted) == 2 and len(inferred) == 1
+    registry = service.state.metrics.registry
+    assert registry.get_sample_value("s4_forward_batch_images_count") == 1
+    assert registry.get_sample_value("s4_forward_batch_images_sum") == 3
