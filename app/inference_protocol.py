@@ -13,13 +13,15 @@ the input parameter ``content_type: base64``, MLServer's convention) or in the b
 extension: ``Inference-Header-Content-Length`` bytes of JSON, then each input's raw bytes
 (``binary_data_size``; BYTES elements each a 4-byte little-endian length and the bytes).
 Outputs are JSON ``data`` unless ``binary_data`` (per output) or ``binary_data_output`` (per
-request) asks for them in binary. Every problem raises ProtocolError with what to fix.
+request) asks for them in binary. Request bodies may be gzip or deflate compressed
+(``decode_content``). Every problem raises ProtocolError with what to fix.
 """
 
 import base64
 import binascii
 import math
 import struct
+import zlib
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -138,6 +140,30 @@ def parse_infer_request(
         raise ProtocolError("the request parameter `binary_data_output` must be true or false")
     outputs = _requested_outputs(request.get("outputs"), binary_default)
     return InferRequest(request_id, images, encoded, outputs)
+
+
+# Content-Encoding -> zlib's wbits: tritonclient compresses requests with either on request.
+CONTENT_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_content(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """The body as sent before its Content-Encoding (gzip, deflate, or none), refused past
+    ``max_bytes`` decompressed without inflating the rest (a decompression bomb costs nothing)."""
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return body
+    wbits = CONTENT_ENCODINGS.get(encoding.strip().lower())
+    if wbits is None:
+        raise ProtocolError(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"the body is not valid {encoding} data: {exc}") from None
+    if len(data) > max_bytes:
+        raise ProtocolError(f"the body inflates to more than {max_bytes:,} bytes; send less")
+    if not inflater.eof:
+        raise ProtocolError(f"the {encoding} body is truncated")
+    return data
 
 
 def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

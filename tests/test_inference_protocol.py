@@ -1,8 +1,10 @@
 """app.inference_protocol: the Open Inference Protocol's parsing and encoding, without HTTP."""
 
 import base64
+import gzip
 import json
 import struct
+import zlib
 
 import numpy as np
 import orjson
@@ -11,6 +13,7 @@ import pytest
 from app.inference_protocol import (
     HEADER_LENGTH,
     ProtocolError,
+    decode_content,
     encode_infer_response,
     parse_infer_request,
     prepare_encoded_images,
@@ -220,3 +223,25 @@ def test_bad_output_requests(pixels, outputs, message):
     request = images_input(pixels, data=pixels.ravel().tolist())
     request["outputs"] = outputs
     assert message in rejected(request)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_bodies_are_inflated_within_the_limit(encoding):
+    body = b'{"inputs": []}' * 100
+    compressed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    assert decode_content(compressed, encoding, len(body)) == body
+    with pytest.raises(ProtocolError, match="inflates to more than"):
+        decode_content(compressed, encoding, len(body) - 1)
+    with pytest.raises(ProtocolError, match="truncated"):
+        decode_content(compressed[:-10], encoding, len(body))
+    with pytest.raises(ProtocolError, match="not valid"):
+        decode_content(b"plain" + compressed, encoding, len(body))
+
+
+def test_a_compression_bomb_is_refused_without_inflating_it():
+    bomb = gzip.compress(bytes(50_000_000))  # 50 MB of zeros in about 50 kB
+    with pytest.raises(ProtocolError, match="inflates to more than 1,000 bytes"):
+        decode_content(bomb, "gzip", 1000)
+    with pytest.raises(ProtocolError, match="not supported"):
+        decode_content(b"", "br", 1000)
+    assert decode_content(b"as is", None, 10) == decode_content(b"as is", "identity", 10)

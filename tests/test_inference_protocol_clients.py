@@ -102,7 +102,13 @@ def test_encoded_files_as_bytes_get_predicts_digits(client, server, mnist_test_s
         tensor = triton.InferInput("image_bytes", [len(batch)], "BYTES")
         tensor.set_data_from_numpy(batch)
         outputs = [triton.InferRequestedOutput("digit", binary_data=start % 100 == 0)]
-        result = client.infer("s4net", [tensor], outputs=outputs, request_id=f"r{start}")
+        result = client.infer(
+            "s4net",
+            [tensor],
+            outputs=outputs,
+            request_id=f"r{start}",
+            request_compression_algorithm=(None, "gzip", "deflate")[start // 50 % 3],
+        )
         assert result.as_numpy("probabilities") is None
         assert result.get_response()["id"] == f"r{start}"
         digits += result.as_numpy("digit").tolist()

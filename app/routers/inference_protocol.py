@@ -20,6 +20,7 @@ from app.inference_protocol import (
     MODEL_NAME,
     ProtocolError,
     as_prepared_images,
+    decode_content,
     digits,
     encode_infer_response,
     model_metadata,
@@ -136,8 +137,9 @@ async def infer(request: Request, model_name: str, version: str | None = None) -
         served_version(request, model_name, version)
         if not predictor.ready:
             return error(503, f"the model is not ready: {predictor.error}", {"Retry-After": "1"})
-        body = await read_body(
-            request, max_body_bytes(settings.max_images, settings.max_image_bytes)
+        limit = max_body_bytes(settings.max_images, settings.max_image_bytes)
+        body = decode_content(
+            await read_body(request, limit), request.headers.get("content-encoding"), limit
         )
         infer_request = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), settings.max_images, settings.max_image_bytes
