@@ -23,7 +23,10 @@ import torch
 from torch import nn
 
 from app.model import INPUT_SHAPE, S4Net, normalize
-from app.weights import WeightsError
+
+
+class RuntimeUnavailable(Exception):
+    """S4_RUNTIME asks for a runtime that cannot run on the chosen device."""
 
 
 class Runtime(Protocol):
@@ -110,7 +113,7 @@ def make_runtime(requested: str, net: S4Net, device: torch.device, threads: int)
         requested = "onnxruntime" if device.type == "cpu" else "torch"
     if requested == "onnxruntime":
         if device.type != "cpu":
-            raise WeightsError(
+            raise RuntimeUnavailable(
                 f"S4_RUNTIME=onnxruntime runs on the CPU only, not {device.type}; "
                 "set S4_RUNTIME=torch (or auto) to use the GPU"
             )

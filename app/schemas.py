@@ -17,6 +17,12 @@ def errors_as_text(errors: Sequence[ErrorDetails], location: tuple[str, ...] = (
     )
 
 
+class ErrorDetail(BaseModel):
+    """Every error answer: one line that says what went wrong and what to fix."""
+
+    detail: str = Field(description="What went wrong and what to fix.")
+
+
 class Health(BaseModel):
     status: str = Field("ok", description="Always `ok` while the process serves requests.")
 

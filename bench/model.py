@@ -22,7 +22,8 @@ import onnxruntime
 import torch
 from torchinfo import summary
 
-from app.model import INPUT_SHAPE, S4Net, resolve_device
+from app.device import resolve_device
+from app.model import INPUT_SHAPE, S4Net
 from app.runtime import OnnxRuntime, TorchRuntime
 
 

@@ -28,7 +28,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from app.model import DeviceUnavailable, S4Net, normalize, resolve_device
+from app.device import DeviceUnavailable, resolve_device
+from app.model import S4Net, normalize
 from app.weights import atomic_write_bytes
 from training.augment import augment_batch
 from training.config import TrainConfig

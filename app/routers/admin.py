@@ -18,9 +18,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.dependencies import get_app_settings, get_predictor
-from app.inference import Predictor
+from app.inference import LOAD_ERRORS, Predictor
 from app.settings import Settings
-from app.weights import WeightsError
 
 # auto_error=False: a missing or non-Bearer Authorization header gets this module's 401 with a
 # JSON detail that says what to send, like every other error of the service.
@@ -82,7 +81,7 @@ async def reload_weights(
     started = time.perf_counter()
     try:
         weights = await run_in_threadpool(predictor.reload, request.weights if request else None)
-    except WeightsError as exc:
+    except LOAD_ERRORS as exc:
         serving = predictor.weights.sha256 if predictor.weights else "nothing (not ready)"
         raise HTTPException(422, f"{exc}; still serving {serving}") from None
     return ReloadResponse(

@@ -8,7 +8,8 @@ from fastapi.responses import PlainTextResponse
 
 from app.dependencies import get_predictor
 from app.inference import Predictor
-from app.model import INPUT_SHAPE, LayerRow, S4Net, format_summary_table, layer_summary
+from app.layers import LayerRow, format_summary_table, layer_summary
+from app.model import INPUT_SHAPE, S4Net
 from app.schemas import Layer, ModelSummary, WeightsInfo
 
 router = APIRouter(tags=["model"])
