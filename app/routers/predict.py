@@ -6,14 +6,18 @@ query is a pydantic model like any FastAPI parameter, and the OpenAPI document c
 route's own declaration.
 """
 
+from collections.abc import Awaitable, Callable
+
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import request_response
 
 from app import pipeline
-from app.schemas import ErrorDetail, PredictionResponse
+from app.schemas import PredictionResponse, error_responses
 
 # Each pipeline error's status; a subclass not listed takes its nearest listed base's.
 STATUS_CODES: dict[type[pipeline.PipelineError], int] = {
@@ -39,20 +43,7 @@ async def pipeline_error_answer(request: Request, exc: Exception) -> JSONRespons
     return JSONResponse({"detail": str(exc)}, status_code=status_code_of(exc), headers=headers)
 
 
-def error_responses(*statuses: int, **descriptions: str) -> dict:
-    """OpenAPI ``responses`` for error statuses, each ``{"detail": string}``."""
-    return {
-        status: {"model": ErrorDetail, "description": descriptions.get(f"s{status}", "Error.")}
-        for status in statuses
-    }
-
-
 PREDICT_ERRORS = error_responses(
-    400,
-    413,
-    415,
-    422,
-    503,
     s400="Malformed multipart body.",
     s413="Too many images, an upload over the byte limit, or too many pixels.",
     s415="Not an image, or an unsupported Content-Type.",
@@ -109,7 +100,18 @@ def parse_query(request: Request) -> PredictQuery:
         ) from None
 
 
-router = APIRouter(tags=["predict"])
+class RawRoute(APIRoute):
+    """A route documented in OpenAPI from its declaration like any APIRoute, whose endpoint takes
+    the raw ``Request`` and returns a ``Response``: Starlette calls it directly, without FastAPI's
+    dependency solving and response validation. The app's middleware and exception handlers
+    apply as to any route."""
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]], **kwargs):
+        super().__init__(path, endpoint, **kwargs)
+        self.app = request_response(endpoint)
+
+
+router = APIRouter(tags=["predict"], route_class=RawRoute)
 
 
 @router.post(
