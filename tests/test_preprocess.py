@@ -25,7 +25,6 @@ from app.pipeline import (
     decode_image,
     ink_levels,
     is_light_background,
-    median_level,
     prepare,
     scale_to_box,
     to_grayscale,
@@ -87,24 +86,12 @@ def test_mnist_png_is_prepared_bit_for_bit(mnist_test_set, encode_image):
 
 def test_28x28_black_on_white_is_not_mnist_form(mnist_test_set):
     inverted = 255 - mnist_test_set[0][0]
-    assert is_light_background(median_level(inverted))
+    assert is_light_background(np.median(inverted))
     prepared = to_mnist_form(inverted)
-    assert not is_light_background(median_level(prepared))  # inverted back: light ink on dark
+    assert not is_light_background(np.median(prepared))  # inverted back: light ink on dark
 
 
 # Levels, crop, scale, centre -----------------------------------------------------------------
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.integers(1, 40),
-    st.integers(1, 40),
-    st.sampled_from([np.uint8, np.float32]),
-    st.integers(0, 2**32 - 1),
-)
-def test_median_level_is_numpys_median(height, width, dtype, seed):
-    levels = np.random.default_rng(seed).integers(0, 256, (height, width)).astype(dtype)
-    assert median_level(levels) == float(np.median(levels))
 
 
 def test_ink_levels_invert_a_light_background_and_drop_paper_texture():
