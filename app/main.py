@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = service_metrics
     app.add_exception_handler(RequestValidationError, validation_error_as_text)
     app.add_exception_handler(PipelineError, predict.pipeline_error_answer)
-    app.include_router(predict.router)
+    app.router.routes.insert(0, predict.route)
     app.include_router(health.router)
     app.include_router(model.router)
     app.include_router(metrics.router)

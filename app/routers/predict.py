@@ -9,7 +9,7 @@ route's own declaration.
 from collections.abc import Awaitable, Callable
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -111,16 +111,6 @@ class RawRoute(APIRoute):
         self.app = request_response(endpoint)
 
 
-router = APIRouter(tags=["predict"], route_class=RawRoute)
-
-
-@router.post(
-    "/predict",
-    response_model=PredictionResponse,
-    summary="Read handwritten digits from images",
-    responses=PREDICT_ERRORS,
-    openapi_extra={"parameters": QUERY_PARAMETERS, "requestBody": REQUEST_BODY},
-)
 async def predict(request: Request) -> Response:
     """One image per `file` part of a multipart/form-data body (several for a batch, answered in
     order), or the raw image bytes as the body with an `image/*` Content-Type.
@@ -146,3 +136,17 @@ async def predict(request: Request) -> Response:
     )
     state.metrics.record_predictions([p["digit"] for p in answer["predictions"]])
     return Response(orjson.dumps(answer), media_type="application/json")
+
+
+# Added to the app's own routes, first (app.main): include_router would wrap it in FastAPI's
+# request handler again, and the hot route is best matched first.
+route = RawRoute(
+    "/predict",
+    predict,
+    methods=["POST"],
+    response_model=PredictionResponse,
+    summary="Read handwritten digits from images",
+    tags=["predict"],
+    responses=PREDICT_ERRORS,
+    openapi_extra={"parameters": QUERY_PARAMETERS, "requestBody": REQUEST_BODY},
+)
