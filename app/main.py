@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
 from app.pipeline import MicroBatcher, PipelineError
-from app.routers import admin, health, metrics, model, page, predict
+from app.routers import admin, health, model_card, page, predict, prometheus
 from app.schemas import errors_as_text
 from app.settings import Settings, get_settings
 
@@ -148,8 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(PipelineError, predict.pipeline_error_answer)
     app.router.routes.insert(0, predict.route)
     app.include_router(health.router)
-    app.include_router(model.router)
-    app.include_router(metrics.router)
+    app.include_router(model_card.router)
+    app.include_router(prometheus.router)
     app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
     if settings.admin_token:
         app.include_router(admin.router)

@@ -1,9 +1,9 @@
 """The digit-reading pipeline: one upload from the request body to the JSON answer.
 
-    read_uploads  request body -> Upload per image (multipart `file` parts, or the raw body)
-    prepare       Upload -> PreparedImage: decode -> to_grayscale -> to_mnist_form
-    MicroBatcher  PreparedImages of concurrent requests -> batch -> forward (the net) -> unbatch
-    encode        Upload + PreparedImage + probabilities -> the answer's JSON
+    read_uploads   request body -> one Upload per image (multipart `file` parts, or the raw body)
+    prepare        Upload -> PreparedImage: decode (libspng or Pillow) -> to_mnist_form
+    MicroBatcher   the forward thread: prepare, then batch -> forward (the net) -> unbatch
+    encode         Upload + PreparedImage + probabilities -> the answer's JSON
 
 Every step is a plain typed function (the batcher a class), callable by any route that reads
 digits. Refusals are domain errors (``PipelineError`` and its subclasses) whose message says what
