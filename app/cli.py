@@ -131,10 +131,10 @@ class FilePrediction:
 
 
 def predict_files(files: list[Path], settings) -> list[FilePrediction]:
-    """Each file read as /predict reads an upload (app.preprocess), then one pass per batch
+    """Each file prepared as /predict prepares an upload (app.pipeline), then one pass per batch
     through the service's Predictor. Raises WeightsError if the weights cannot be served."""
     from app.inference import Predictor
-    from app.preprocess import ImageRejected, prepare_image
+    from app.pipeline import ImageRejected, Upload, prepare
     from app.weights import WeightsError
 
     predictor = Predictor(settings)
@@ -145,11 +145,12 @@ def predict_files(files: list[Path], settings) -> list[FilePrediction]:
     readable: list[tuple[int, object]] = []
     for index, file in enumerate(files):
         try:
-            readable.append((index, prepare_image(file.read_bytes(), settings.max_pixels)))
+            upload = Upload(index, str(file), file.read_bytes())
+            readable.append((index, prepare(upload, settings.max_pixels)))
         except OSError as exc:
             results[index] = FilePrediction(file, None, f"cannot read {file}: {exc.strerror}")
         except ImageRejected as exc:
-            results[index] = FilePrediction(file, None, f"{file} {exc}")
+            results[index] = FilePrediction(file, None, str(exc))
     import numpy as np
 
     batch = settings.batch_max_images

@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import orjson
 
-from app.preprocess import MNIST_SIZE, ImageRejected, PreparedImage, prepare_image
+from app.pipeline import MNIST_SIZE, PreparedImage
 
 MODEL_NAME = "s4net"
 IMAGES = "images"
@@ -366,17 +366,6 @@ def _requested_outputs(outputs: object, binary_default: bool) -> tuple[Requested
             raise ProtocolError(f"`binary_data` of output `{name}` must be true or false")
         requested.append(RequestedOutput(name, binary))
     return tuple(requested)
-
-
-def prepare_encoded_images(files: list[bytes], max_pixels: int) -> list[PreparedImage]:
-    """Decode and prepare each file as /predict does; the first unreadable one fails them all."""
-    prepared = []
-    for index, data in enumerate(files):
-        try:
-            prepared.append(prepare_image(data, max_pixels))
-        except ImageRejected as exc:
-            raise ProtocolError(f"{IMAGE_BYTES}[{index}] {exc}") from None
-    return prepared
 
 
 def as_prepared_images(images: np.ndarray) -> list[PreparedImage]:

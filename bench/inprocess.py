@@ -2,13 +2,12 @@
 
     .venv/bin/python -m bench.inprocess                      # 20,000 requests, 16 at a time
     .venv/bin/python -m bench.inprocess --requests 5000 --concurrency 1
-    .venv/bin/python -m bench.inprocess --route v2-uint8 --fastapi-only
+    .venv/bin/python -m bench.inprocess --route v2-uint8
 
 Builds the service as `python -m app` would (default settings, the committed weights), runs its
 lifespan, then sends the first MNIST test digit as bench.serve's routes do (by default /predict:
 a multipart upload as httpx writes it) straight into the ASGI app on uvloop, as uvicorn would
-after parsing the HTTP request, and checks every answer's status. --fastapi-only sends them to
-the FastAPI app itself, past app.main.Service's short ways in. It prints the process's CPU time
+after parsing the HTTP request, and checks every answer's status. It prints the process's CPU time
 per request, split into the event loop's thread and the others (the forward thread, mostly).
 With no wrk and no sockets sharing the cores, it moves far less with the machine's drift than
 bench/serve.py, so it is the quicker way to compare two versions of the request path;
@@ -85,17 +84,14 @@ async def post(app, route: Route, digit: int) -> None:
         raise SystemExit(f"unexpected answer: {status} {answer[:300]!r}")
 
 
-async def measure(
-    requests: int, concurrency: int, route: Route, digit: int, fastapi_only: bool
-) -> None:
-    service = create_app(Settings(weights=COMMITTED_WEIGHTS))
-    app = service.api if fastapi_only else service
+async def measure(requests: int, concurrency: int, route: Route, digit: int) -> None:
+    app = create_app(Settings(weights=COMMITTED_WEIGHTS))
     # The request log goes to /dev/null: writing it is part of the cost, a terminal's speed isn't.
     with open(os.devnull, "w") as devnull:
         for handler in REQUEST_LOG.handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(devnull)
-        async with service.api.router.lifespan_context(service.api):
+        async with app.router.lifespan_context(app):
             for _ in range(200):  # warm-up: first passes of each batch size, caches
                 await post(app, route, digit)
             slots = asyncio.Semaphore(concurrency)
@@ -119,7 +115,6 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--route", choices=ROUTE_NAMES, default="predict")
-    parser.add_argument("--fastapi-only", action="store_true", help="past app.main.Service")
     args = parser.parse_args()
     if not COMMITTED_WEIGHTS.exists():
         raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
@@ -127,7 +122,7 @@ def main() -> None:
         image, digit = prepare_digit(Path(scratch))
         pixels = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[0].numpy()
         route = make_routes(image.read_bytes(), pixels)[args.route]
-    uvloop.run(measure(args.requests, args.concurrency, route, digit, args.fastapi_only))
+    uvloop.run(measure(args.requests, args.concurrency, route, digit))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_unreadable_files_fail_with_a_message_and_the_rest_are_read(
     )
     assert result.returncode == 1
     assert result.stdout.startswith(f"{digit_files[0]}: ") and len(result.stdout.splitlines()) == 1
-    assert f"{text} is not an image" in result.stderr
+    assert f"image 1 ({text}) is not an image" in result.stderr
     assert f"cannot read {missing}: No such file or directory" in result.stderr
 
 

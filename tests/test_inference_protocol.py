@@ -16,7 +16,6 @@ from app.inference_protocol import (
     decode_content,
     encode_infer_response,
     parse_infer_request,
-    prepare_encoded_images,
 )
 
 MAX_IMAGES, MAX_IMAGE_BYTES = 64, 1_000_000
@@ -163,14 +162,6 @@ def test_files_over_the_byte_limit_are_refused_before_decoding():
     tensor = {"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": ["x" * 11]}
     with pytest.raises(ProtocolError, match="more than the 10-byte limit"):
         parse_infer_request(orjson.dumps({"inputs": [tensor]}), None, MAX_IMAGES, 10)
-
-
-def test_unreadable_files_are_named_by_their_index(encode_image):
-    blank = encode_image(np.full((40, 40), 255, np.uint8))
-    with pytest.raises(ProtocolError, match=r"image_bytes\[1\] is blank"):
-        prepare_encoded_images([encode_image(np.eye(28, dtype=np.uint8) * 255), blank], 10**6)
-    with pytest.raises(ProtocolError, match=r"image_bytes\[0\] is not an image"):
-        prepare_encoded_images([b"hello"], 10**6)
 
 
 def test_outputs_are_selected_and_encoded_as_json_or_binary(pixels):

@@ -124,7 +124,7 @@ def test_bad_requests_are_400_with_the_reason(client, encode_image):
     wrong_type.set_data_from_numpy(np.zeros((1, 28, 28), np.float32))
     for tensor, reason in [
         (wrong_shape, "must be [-1, 28, 28]"),
-        (unreadable, "image_bytes[0] is not an image"),
+        (unreadable, "image_bytes: image 0 is not an image"),
         (wrong_type, "must be UINT8"),
     ]:
         with pytest.raises(InferenceServerException) as refused:

@@ -144,16 +144,16 @@ def test_metrics_and_request_log_cover_the_v2_routes(reading_client, caplog):
     )
 
 
-def test_fastapi_serves_infer_the_same_without_the_short_way_in(reading_weights, mnist_test_set):
-    """app.main.Service hands infer POSTs to InferEndpoint; the FastAPI app alone (as a plain
-    FastAPI deployment would run it) answers them through the same routes and handler."""
-    service = create_app(Settings(weights=reading_weights, cpu_threads=1))
-    request = images_request(mnist_test_set[0][:4])
-    with TestClient(service) as short_way:
-        expected = digits_of(short_way.post(INFER, json=request))
-        assert short_way.get(INFER).status_code == 405
-    with TestClient(service.api) as fastapi_only:
-        assert digits_of(fastapi_only.post(INFER, json=request)) == expected
+def test_infer_routes_are_documented_with_their_errors(reading_client):
+    """The infer routes are raw routes (as /predict), still in the OpenAPI document."""
+    paths = reading_client.get("/openapi.json").json()["paths"]
+    for path in (INFER, "/v2/models/{model_name}/versions/{version}/infer"):
+        path = path.replace("s4net", "{model_name}")
+        responses = paths[path]["post"]["responses"]
+        assert {"200", "400", "404", "503"} <= responses.keys()
+        error = responses["400"]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/ProtocolErrorBody"}
+    assert reading_client.get(INFER).status_code == 405
 
 
 def test_v2_and_predict_requests_share_forward_passes(
@@ -167,7 +167,7 @@ def test_v2_and_predict_requests_share_forward_passes(
     async def both() -> tuple[list[int], list[int]]:
         transport = httpx.ASGITransport(app=service)
         async with (
-            service.api.router.lifespan_context(service.api),
+            service.router.lifespan_context(service),
             httpx.AsyncClient(transport=transport, base_url="http://test") as client,
         ):
             files = [("file", (f"{i}.png", encode_image(image))) for i, image in enumerate(images)]

@@ -8,15 +8,15 @@ ready or too many images wait. Readiness answers 200, or 400 when not ready, as 
 (4xx for false).
 """
 
+from functools import partial
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
-from starlette.types import Receive, Scope, Send
 
-from app.batching import Overloaded
+from app import pipeline
 from app.inference_protocol import (
     HEADER_LENGTH,
+    IMAGE_BYTES,
     MODEL_NAME,
     ProtocolError,
     as_prepared_images,
@@ -26,23 +26,25 @@ from app.inference_protocol import (
     model_metadata,
     model_version,
     parse_infer_request,
-    prepare_encoded_images,
     server_metadata,
 )
-from app.uploads import PART_OVERHEAD_BYTES
+from app.pipeline import PART_OVERHEAD_BYTES
+from app.routers.predict import RawRoute
+from app.schemas import ProtocolErrorBody, error_responses
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 MODEL = "/models/{model_name}"
 VERSIONED = "/models/{model_name}/versions/{version}"
 # A JSON header of this size (ids, names, parameters) besides the images themselves.
 HEADER_ALLOWANCE_BYTES = PART_OVERHEAD_BYTES
+NOT_READY = {400: {"description": "Not ready, with the reason."}}
 
 
 def error(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 
-def served_version(request: Request, model_name: str, version: str | None) -> str | None:
+def served_version(request: Request, model_name: str, version: str | None = None) -> str | None:
     """The version being served (None while nothing is); ProtocolError 404 if the path names
     another model, or another version than the one served."""
     predictor = request.app.state.predictor
@@ -95,7 +97,9 @@ async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server ready: the model can answer (400 if not)")
+@router.get(
+    "/health/ready", summary="Server ready: the model can answer (400 if not)", responses=NOT_READY
+)
 async def ready(request: Request) -> JSONResponse:
     """200 once the model can answer; 400 with the reason (e.g. bad weights) otherwise."""
     predictor = request.app.state.predictor
@@ -126,17 +130,29 @@ async def model_ready(request: Request, model_name: str, version: str | None = N
     return JSONResponse(body, status_code=200 if served else 400)
 
 
-async def infer(request: Request, model_name: str, version: str | None = None) -> Response:
+# Each pipeline error's status here; the protocol calls every bad request a 400.
+PIPELINE_STATUS_CODES: dict[type[pipeline.PipelineError], int] = {
+    pipeline.ModelNotReady: 503,
+    pipeline.Overloaded: 503,
+}
+
+
+def pipeline_error(exc: pipeline.PipelineError) -> JSONResponse:
+    status_code = PIPELINE_STATUS_CODES.get(type(exc), 400)
+    message = f"{IMAGE_BYTES}: {exc}" if isinstance(exc, pipeline.ImageRejected) else str(exc)
+    return error(status_code, message, {"Retry-After": "1"} if status_code == 503 else None)
+
+
+async def infer(request: Request) -> Response:
     """Read the digits in `images` (MNIST form, read as they are) or `image_bytes` (image files,
     prepared as /predict prepares uploads): JSON `data` or binary tensors
     (Inference-Header-Content-Length). Errors: 400 bad request, 404 unknown model or version,
     503 not ready or overloaded (Retry-After)."""
     state = request.app.state
-    settings, predictor = state.settings, state.predictor
+    settings, batcher = state.settings, state.batcher
     try:
-        served_version(request, model_name, version)
-        if not predictor.ready:
-            return error(503, f"the model is not ready: {predictor.error}", {"Retry-After": "1"})
+        served_version(request, **request.path_params)
+        pipeline.check_ready(state.predictor)
         limit = max_body_bytes(settings.max_images, settings.max_image_bytes)
         body = decode_content(
             await read_body(request, limit), request.headers.get("content-encoding"), limit
@@ -145,17 +161,18 @@ async def infer(request: Request, model_name: str, version: str | None = None) -
             body, request.headers.get(HEADER_LENGTH), settings.max_images, settings.max_image_bytes
         )
         if infer_request.images is not None:
-            images = as_prepared_images(infer_request.images)
-        else:
-            images = await run_in_threadpool(
-                prepare_encoded_images, infer_request.encoded, settings.max_pixels
-            )
-        # Issue 17's typed batcher.predict(images) takes this call's place.
-        result = await state.batcher.predict_prepared(images)
+            result = await batcher.predict(as_prepared_images(infer_request.images))
+        else:  # prepared on the forward thread, as /predict's uploads
+            uploads = [
+                pipeline.Upload(index, None, data)
+                for index, data in enumerate(infer_request.encoded)
+            ]
+            prepare = partial(pipeline.prepare_all, uploads, settings.max_pixels)
+            result = await batcher.prepare_and_predict(len(uploads), prepare)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
-    except Overloaded as exc:
-        return error(503, str(exc), {"Retry-After": "1"})
+    except pipeline.PipelineError as exc:
+        return pipeline_error(exc)
     answer = encode_infer_response(
         infer_request, result.probabilities, model_version(result.weights_sha256)
     )
@@ -163,28 +180,37 @@ async def infer(request: Request, model_name: str, version: str | None = None) -
     return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
 
 
+UNKNOWN_MODEL = "Unknown model or version."
+INFER_ERRORS = error_responses(
+    ProtocolErrorBody,
+    s400="Wrong input name, datatype, shape or size; a body over the limits; an unreadable image.",
+    s404=UNKNOWN_MODEL,
+    s503="Model not ready, or overloaded (with Retry-After).",
+)
+MODEL_ERRORS = error_responses(ProtocolErrorBody, s404=UNKNOWN_MODEL)
+
 for path in (MODEL, VERSIONED):
-    router.add_api_route(path, metadata, methods=["GET"], summary="Model metadata")
     router.add_api_route(
-        path + "/ready", model_ready, methods=["GET"], summary="Model ready (400 if not)"
+        path, metadata, methods=["GET"], summary="Model metadata", responses=MODEL_ERRORS
     )
-    router.add_api_route(path + "/infer", infer, methods=["POST"], summary="Inference")
+    router.add_api_route(
+        path + "/ready",
+        model_ready,
+        methods=["GET"],
+        summary="Model ready (400 if not)",
+        responses=MODEL_ERRORS | NOT_READY,
+    )
 
-
-class InferEndpoint:
-    """The infer routes as a plain ASGI app, which app.main.Service hands POSTs to, as it does
-    /predict: inside the app's middleware, but not FastAPI's routing and dependency solving,
-    which cost more CPU than the rest of a one-image request. The routes and the handler are
-    the router's own, so without Service in front FastAPI serves the same answers."""
-
-    def __init__(self) -> None:
-        self.routes = [r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is infer]
-
-    def route_for(self, scope: Scope) -> APIRoute | None:
-        """The infer route whose path ``scope`` has, if any (what telemetry labels it with)."""
-        return next((r for r in self.routes if r.path_regex.match(scope["path"])), None)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path_params = scope["route"].path_regex.match(scope["path"]).groupdict()
-        response = await infer(Request(scope, receive), **path_params)
-        await response(scope, receive, send)
+# Raw routes (app.routers.predict.RawRoute), added to the app's own routes by app.main as
+# /predict is: FastAPI's request handler would cost more CPU than the rest of a small request.
+infer_routes = [
+    RawRoute(
+        router.prefix + path + "/infer",
+        infer,
+        methods=["POST"],
+        summary="Inference",
+        tags=router.tags,
+        responses=INFER_ERRORS,
+    )
+    for path in (MODEL, VERSIONED)
+]
