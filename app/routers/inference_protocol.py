@@ -38,6 +38,15 @@ VERSIONED = "/models/{model_name}/versions/{version}"
 # A JSON header of this size (ids, names, parameters) besides the images themselves.
 HEADER_ALLOWANCE_BYTES = PART_OVERHEAD_BYTES
 NOT_READY = {400: {"description": "Not ready, with the reason."}}
+# Path parameters' OpenAPI schemas (the handlers read request.path_params). Only `s4net` is
+# served; another name is still a 404 (the protocol's answer for an unknown model).
+PATH_PARAMETERS = {
+    "model_name": {"type": "string", "enum": [MODEL_NAME], "description": "The model."},
+    "version": {
+        "type": "string",
+        "description": "The served weights' version: the first 12 hex digits of their SHA-256.",
+    },
+}
 
 
 def error(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -108,22 +117,22 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": False, "error": predictor.error}, status_code=400)
 
 
-async def metadata(request: Request, model_name: str, version: str | None = None):
+async def metadata(request: Request):
     """`s4net`'s inputs (`images` UINT8 [-1, 28, 28] or `image_bytes` BYTES [-1]), outputs
     (`probabilities` FP32 [-1, 10], `digit` INT64 [-1]) and served version (the first 12 hex
     digits of the weights' SHA-256)."""
     try:
-        served = served_version(request, model_name, version)
+        served = served_version(request, **request.path_params)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
     platform = request.app.state.predictor.runtime_name or "none"
     return model_metadata([served] if served else [], platform)
 
 
-async def model_ready(request: Request, model_name: str, version: str | None = None):
+async def model_ready(request: Request):
     """200 when the model (and version, if given) is served and ready, 400 when not ready."""
     try:
-        served = served_version(request, model_name, version)
+        served = served_version(request, **request.path_params)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
     body = {"name": MODEL_NAME, "ready": served is not None}
@@ -189,9 +198,25 @@ INFER_ERRORS = error_responses(
 )
 MODEL_ERRORS = error_responses(ProtocolErrorBody, s404=UNKNOWN_MODEL)
 
+
+def path_parameters(path: str) -> list[dict]:
+    """OpenAPI's declaration of ``path``'s parameters: the handlers take only the Request."""
+    return [
+        {"name": name, "in": "path", "required": True, "schema": schema}
+        for name, schema in PATH_PARAMETERS.items()
+        if "{" + name + "}" in path
+    ]
+
+
 for path in (MODEL, VERSIONED):
+    parameters = {"parameters": path_parameters(path)}
     router.add_api_route(
-        path, metadata, methods=["GET"], summary="Model metadata", responses=MODEL_ERRORS
+        path,
+        metadata,
+        methods=["GET"],
+        summary="Model metadata",
+        responses=MODEL_ERRORS,
+        openapi_extra=parameters,
     )
     router.add_api_route(
         path + "/ready",
@@ -199,6 +224,7 @@ for path in (MODEL, VERSIONED):
         methods=["GET"],
         summary="Model ready (400 if not)",
         responses=MODEL_ERRORS | NOT_READY,
+        openapi_extra=parameters,
     )
 
 # Raw routes (app.routers.predict.RawRoute), added to the app's own routes by app.main as
@@ -211,6 +237,7 @@ infer_routes = [
         summary="Inference",
         tags=router.tags,
         responses=INFER_ERRORS,
+        openapi_extra={"parameters": path_parameters(path)},
     )
     for path in (MODEL, VERSIONED)
 ]
