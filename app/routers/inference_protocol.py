@@ -15,9 +15,12 @@ from fastapi.responses import JSONResponse, Response
 
 from app import pipeline
 from app.inference_protocol import (
+    DIGIT,
     HEADER_LENGTH,
     IMAGE_BYTES,
+    IMAGES,
     MODEL_NAME,
+    PROBABILITIES,
     ProtocolError,
     as_prepared_images,
     decode_content,
@@ -229,6 +232,48 @@ for path in (MODEL, VERSIONED):
 
 # Raw routes (app.routers.predict.RawRoute), added to the app's own routes by app.main as
 # /predict is: FastAPI's request handler would cost more CPU than the rest of a small request.
+TENSOR = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "enum": [IMAGES, IMAGE_BYTES]},
+        "datatype": {"type": "string", "enum": ["UINT8", "BYTES"]},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "parameters": {"type": "object"},
+        "data": {"type": "array"},
+    },
+    "required": ["name", "datatype", "shape"],
+}
+INFER_BODY = {
+    "required": True,
+    "description": "JSON, or JSON then binary tensors (the header's size in "
+    "Inference-Header-Content-Length).",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "inputs": {"type": "array", "items": TENSOR, "minItems": 1, "maxItems": 1},
+                    "outputs": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string", "enum": [PROBABILITIES, DIGIT]},
+                                "parameters": {"type": "object"},
+                            },
+                            "required": ["name"],
+                        },
+                    },
+                },
+                "required": ["inputs"],
+            }
+        },
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
 infer_routes = [
     RawRoute(
         router.prefix + path + "/infer",
@@ -237,7 +282,7 @@ infer_routes = [
         summary="Inference",
         tags=router.tags,
         responses=INFER_ERRORS,
-        openapi_extra={"parameters": path_parameters(path)},
+        openapi_extra={"parameters": path_parameters(path), "requestBody": INFER_BODY},
     )
     for path in (MODEL, VERSIONED)
 ]
