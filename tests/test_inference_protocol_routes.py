@@ -92,6 +92,22 @@ def test_without_weights_ready_is_400_and_infer_503(make_client, tmp_path):
         assert infer.status_code == 503 and "not ready" in infer.json()["error"]
 
 
+def test_more_images_than_may_wait_is_503_with_retry_after(make_client, reading_weights):
+    """The batcher's Overloaded answers as v2 errors do, for both inputs."""
+    with make_client(weights=reading_weights, cpu_threads=1, batch_queue_images=2) as client:
+        for request in (
+            images_request(np.zeros((3, 28, 28), np.uint8)),
+            {
+                "inputs": [
+                    {"name": "image_bytes", "datatype": "BYTES", "shape": [3], "data": ["x"] * 3}
+                ]
+            },
+        ):
+            answer = client.post(INFER, json=request)
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+            assert "already waiting for the model" in answer.json()["error"]
+
+
 @pytest.fixture(scope="module")
 def reading_client(reading_weights):
     app = create_app(Settings(weights=reading_weights, cpu_threads=1, max_images=8))
