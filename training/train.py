@@ -28,7 +28,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from app.model import DeviceUnavailable, S4Net, normalize, resolve_device
+from app.device import DeviceUnavailable, resolve_device
+from app.model import S4Net, normalize
 from app.weights import atomic_write_bytes
 from training.augment import augment_batch
 from training.config import TrainConfig
@@ -132,7 +133,7 @@ def train(config: TrainConfig, data: Mnist, checkpoint_path: Path, resume: bool)
     With ``resume`` and an existing checkpoint, continue from it (a finished run just re-evaluates).
     """
     try:
-        device = resolve_device(config.device)
+        device = torch.device(resolve_device(config.device))
     except DeviceUnavailable as exc:
         raise SystemExit(f"--device {config.device}: {exc}") from None
     train_x, train_y, eval_x, eval_y, evaluated_on = split_data(data, config)
