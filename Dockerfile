@@ -33,7 +33,6 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --gid 10001 s4digits \
     && useradd --uid 10001 --gid s4digits --no-create-home --home-dir /tmp \
         --shell /usr/sbin/nologin s4digits
-COPY --from=build /opt/venv /opt/venv
 # The service resolves S4_WEIGHTS (default weights/s4net.safetensors) against this directory.
 WORKDIR /srv/s4digits
 COPY docker/healthcheck.py docker/
@@ -57,6 +56,9 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "docker/healthcheck.py"]
-# Exec form: python is PID 1 and gets docker stop's SIGTERM, which uvicorn turns into a graceful
-# shutdown (stop accepting, finish in-flight requests for up to S4_GRACEFUL_SHUTDOWN_S seconds).
+# Exec form: python is PID 1 and gets docker stop's SIGTERM: the server refuses new connections,
+# finishes what it accepted (for up to S4_GRACEFUL_SHUTDOWN_S seconds) and exits.
 CMD ["python", "-m", "app"]
+# Last, so that no instruction runs on top of the large layer: with the legacy builder on a
+# storage driver that copies (vfs), each one would copy the whole image again.
+COPY --from=build /opt/venv /opt/venv
