@@ -24,7 +24,8 @@ COPY pyproject.toml README.md ./
 COPY app/ app/
 COPY training/ training/
 # No pip cache: only /opt/venv leaves this stage.
-RUN PIP_NO_CACHE_DIR=1 docker/install.sh /opt/venv
+ENV PIP_NO_CACHE_DIR=1
+RUN docker/install.sh /opt/venv
 
 FROM ${PYTHON_IMAGE} AS runtime
 # Numeric ids, so Kubernetes' runAsNonRoot can verify the user without resolving names.
