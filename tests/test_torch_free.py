@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.device import nvidia_gpu_present
 from app.settings import cgroup_cpu_quota
 from tests.conftest import REPO_ROOT
 
@@ -72,3 +73,11 @@ def test_the_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path: Path, files, quot
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert cgroup_cpu_quota(tmp_path) == quota
+
+
+def test_a_gpu_is_looked_for_by_its_device_node_without_torch(tmp_path: Path):
+    assert not nvidia_gpu_present(tmp_path)
+    (tmp_path / "nvidiactl").touch()  # the driver's control node alone is no GPU
+    assert not nvidia_gpu_present(tmp_path)
+    (tmp_path / "nvidia0").touch()
+    assert nvidia_gpu_present(tmp_path)
