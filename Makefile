@@ -45,7 +45,7 @@ image-lint: setup
 # Dockerfile's own install RUN and CMD, and a real request to /predict: the CPU image's install,
 # without torch, unless EXTRAS names extras (EXTRAS=gpu: the CUDA image's).
 image-check: image-lint
-	S4_TEST_IMAGE_INSTALL=1 $(BIN)/python -m pytest tests/test_image.py
+	S4_TEST_IMAGE_INSTALL=1 $(BIN)/python -m pytest tests/test_docker_image.py
 
 # Refresh docs/screenshot.png (the README's picture) from a real browser run: the page after
 # drawing a 7, served by the committed weights. Needs Debian's chromium (apt-get install chromium).

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.architecture import INPUT_SHAPE, MNIST_MEAN, MNIST_STD, NUM_CLASSES, LayerRow
+from app.architecture import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 
 # Chosen by experiment on a held-out slice of the training set (5,000 held-out training images;
 # 5-epoch runs on 15,000 others): rate 0 -> 98.60 %, 0.05 -> 98.44 %, 0.1 -> 97.86 %. With batch
@@ -74,35 +74,6 @@ class S4Net(nn.Module):
         x = self.tblock2(x)
         x = self.cblock3(x)
         return self.outblock(x)
-
-
-def layer_summary(model: nn.Module) -> list[LayerRow]:
-    """Per-leaf-layer output shapes and parameter counts, in execution order.
-
-    torchinfo runs a forward pass on a dummy batch and records every module; the leaf modules are
-    the rows of the spec table. The batch dimension is reported as -1, as the spec does.
-    """
-    from torchinfo import summary  # imported lazily: only /model and tests need it
-
-    device = next(model.parameters()).device
-    stats = summary(
-        model,
-        input_size=(2, *INPUT_SHAPE),  # batch of 2 so BatchNorm in train mode would still work
-        device=device,
-        mode="eval",
-        verbose=0,
-    )
-    leaves = [layer for layer in stats.summary_list if layer.is_leaf_layer]
-    return [
-        LayerRow(
-            index=i,
-            name=f"{layer.class_name}-{i}",
-            type=layer.class_name,
-            output_shape=(-1, *layer.output_size[1:]),
-            params=layer.num_params,
-        )
-        for i, layer in enumerate(leaves, start=1)
-    ]
 
 
 def net_from_tensors(tensors: Mapping[str, np.ndarray], dropout: float = DEFAULT_DROPOUT) -> S4Net:

@@ -17,7 +17,10 @@ import numpy as np
 import onnxruntime
 
 from app.onnx_graph import build_onnx_graph
-from app.weights import WeightsError
+
+
+class RuntimeUnavailable(Exception):
+    """S4_RUNTIME asks for a runtime that cannot run on the chosen device or in this install."""
 
 
 class Runtime(Protocol):
@@ -64,7 +67,7 @@ def make_runtime(
         requested = "onnxruntime" if device == "cpu" else "torch"
     if requested == "onnxruntime":
         if device != "cpu":
-            raise WeightsError(
+            raise RuntimeUnavailable(
                 f"S4_RUNTIME=onnxruntime runs on the CPU only, not {device}; "
                 "set S4_RUNTIME=torch (or auto) to use the GPU"
             )
@@ -75,7 +78,7 @@ def make_runtime(
         from app.model import net_from_tensors
         from app.torch_runtime import TorchRuntime
     except ImportError:
-        raise WeightsError(
+        raise RuntimeUnavailable(
             "S4_RUNTIME=torch needs torch, which is not installed: install `s4digits[gpu]`"
         ) from None
     # torch's default, one thread per core in every worker process, oversubscribes the CPUs.

@@ -35,7 +35,7 @@ class TorchRuntime:
         memory_format: torch.memory_format = torch.channels_last,
     ):
         # channels_last (NHWC) runs this net's narrow convolutions and max-pools faster on the CPU
-        # than torch's default NCHW (1.4-2x at batch 64, bench/model.py), same predictions.
+        # than torch's default NCHW (1.4-2x at batch 64, bench/forward_pass.py), same predictions.
         # Both weights and input must be in it, or torch falls back to NCHW kernels.
         self.model = ProbabilitiesNet(net, memory_format).to(device).eval()
         self.device = device

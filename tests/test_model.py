@@ -7,7 +7,8 @@ import torch
 
 from app.architecture import format_summary_table, layer_rows, parameter_shapes
 from app.device import DeviceUnavailable, resolve_device
-from app.model import S4Net, layer_summary, normalize
+from app.layers import layer_summary
+from app.model import S4Net, normalize
 from tests.conftest import SPEC_PATH
 
 ROW = re.compile(r"^\s+(\w+)-(\d+)\s+(\[[-\d, ]+\])\s+([\d,]+)$")

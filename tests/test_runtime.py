@@ -8,10 +8,10 @@ import torch
 from app.inference import Predictor
 from app.model import net_from_tensors
 from app.onnx_graph import build_onnx_graph
-from app.runtime import OnnxRuntime, make_runtime
+from app.runtime import OnnxRuntime, RuntimeUnavailable, make_runtime
 from app.settings import Settings
 from app.torch_runtime import TorchRuntime
-from app.weights import WeightsError, load_weights
+from app.weights import load_weights
 
 
 def read_all(runtime, images: np.ndarray) -> np.ndarray:
@@ -52,7 +52,7 @@ def test_runtime_setting_on_the_cpu(untrained_weights, requested, expected):
 
 def test_onnxruntime_is_refused_on_a_gpu(untrained_weights):
     tensors = load_weights(untrained_weights).tensors
-    with pytest.raises(WeightsError, match="S4_RUNTIME=torch"):
+    with pytest.raises(RuntimeUnavailable, match="S4_RUNTIME=torch"):
         make_runtime("onnxruntime", tensors, "cuda", threads=1)
 
 

@@ -1,4 +1,5 @@
-"""The CPU worker never imports torch: serving, /model, the health check and the settings.
+"""The CPU worker never imports torch: serving (app.pipeline included), /model, the health check
+and the settings.
 
 Each check runs in a fresh interpreter, since this test process has torch loaded by others.
 """
@@ -32,6 +33,7 @@ def test_a_cpu_worker_serves_reads_a_digit_and_reports_the_model_without_torch()
     code = """
 from pathlib import Path
 from fastapi.testclient import TestClient
+import app.pipeline  # reading uploads, decode, prepare, batching, encode
 from app.main import create_app
 from app.settings import Settings
 

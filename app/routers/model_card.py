@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from app.architecture import INPUT_SHAPE, LayerRow, format_summary_table, layer_rows
 from app.dependencies import get_predictor
 from app.inference import Predictor
-from app.schemas import Layer, ModelSummary, WeightsInfo
+from app.schemas import Layer, ModelSummary, WeightsInfo, error_responses
 
 router = APIRouter(tags=["model"])
 
@@ -41,7 +41,10 @@ def _weights_info(predictor: Predictor) -> WeightsInfo:
     "/model",
     response_model=ModelSummary,
     summary="Layer summary and weights card",
-    responses={200: {"content": {"text/plain": {}}, "description": "JSON, or the text table."}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "JSON, or the text table."},
+        **error_responses(s422="An invalid `format`."),
+    },
 )
 def model_summary(
     request: Request,
