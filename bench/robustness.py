@@ -6,7 +6,7 @@
     .venv/bin/python -m bench.robustness --limit 500                                # a quick look
 
 Each rendering of each digit is encoded as a file (PNG, or JPEG for photos) and read through the
-service's own path: app.preprocess.prepare_image decodes and brings it to MNIST form, exactly as
+service's own path: app.pipeline.prepare decodes it and brings it to MNIST form, exactly as
 POST /predict does for each uploaded file; the prepared images are stacked in batches of 64 (what
 the batcher does) and run through app.inference.Predictor.forward with the service's default
 settings (ONNX Runtime on the CPU, the card's temperature applied). tests/test_robustness.py
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from app.inference import Predictor, apply_temperature, card_temperature
-from app.preprocess import ImageRejected, prepare_image
+from app.pipeline import ImageRejected, Upload, prepare
 from app.settings import Settings
 from app.weights import atomic_write_bytes, card_path_for
 from bench.renderings import RENDERINGS, Rendering
@@ -80,7 +80,7 @@ def prepare_row(rendering: Rendering, images: np.ndarray, seed: int) -> Prepared
     refused = np.zeros(len(images), dtype=bool)
     for i, image in enumerate(images):
         try:
-            pixels[i] = prepare_image(rendering.render(image, rng), MAX_PIXELS).pixels
+            pixels[i] = prepare(Upload(i, None, rendering.render(image, rng)), MAX_PIXELS).pixels
         except ImageRejected:
             refused[i] = True
     return PreparedRow(rendering, pixels, refused)
