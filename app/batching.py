@@ -51,6 +51,7 @@ class BatchResult:
 @dataclass(frozen=True)
 class _Job:
     submission: Any
+    prepare: Prepare  # the batcher's own, or none (identity) for already prepared images
     size: int  # images in the submission, counted against the queue and batch limits
     future: asyncio.Future
 
@@ -95,6 +96,13 @@ class MicroBatcher:
 
     async def predict(self, submission: Sequence[Any]) -> BatchResult:
         """Prepare and read ``submission`` (one request's items), together with other requests'."""
+        return await self._submit(submission, self.prepare)
+
+    async def predict_prepared(self, images: Sequence[PreparedImage]) -> BatchResult:
+        """Read images already in MNIST form (one request's), together with other requests'."""
+        return await self._submit(images, tuple)
+
+    async def _submit(self, submission: Sequence[Any], prepare: Prepare) -> BatchResult:
         size = len(submission)
         with self._queued_lock:
             if self._queued_images + size > self.max_queued_images:
@@ -103,7 +111,7 @@ class MicroBatcher:
                     f"(S4_BATCH_QUEUE_IMAGES={self.max_queued_images}); retry in a moment"
                 )
             self._queued_images += size
-        job = _Job(submission, size, self._loop.create_future())
+        job = _Job(submission, prepare, size, self._loop.create_future())
         self._jobs.put(job)
         return await job.future
 
@@ -118,7 +126,7 @@ class MicroBatcher:
             if not jobs:
                 continue
             try:
-                outcomes = self._prepare_and_read([job.submission for job in jobs])
+                outcomes = self._prepare_and_read(jobs)
             except Exception as exc:  # the forward pass itself failed: every job in it fails
                 outcomes = [exc] * len(jobs)
             self._loop.call_soon_threadsafe(self._hand_back, jobs, outcomes)
@@ -158,12 +166,12 @@ class MicroBatcher:
             else:
                 job.future.set_result(outcome)
 
-    def _prepare_and_read(self, submissions: list[Any]) -> list[BatchResult | Exception]:
+    def _prepare_and_read(self, jobs: list[_Job]) -> list[BatchResult | Exception]:
         """Runs on the forward thread: prepare each submission, then one pass over all images."""
         prepared: list[Sequence[PreparedImage] | Exception] = []
-        for submission in submissions:
+        for job in jobs:
             try:
-                prepared.append(self.prepare(submission))
+                prepared.append(job.prepare(job.submission))
             except Exception as exc:  # this request's images are unreadable: fail it alone
                 prepared.append(exc)
         readable = [images for images in prepared if not isinstance(images, Exception)]

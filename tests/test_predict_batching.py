@@ -208,3 +208,19 @@ def test_overload_is_a_fast_503_with_retry_after(make_client, untrained_weights,
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
     assert "retry" in refused.json()["detail"]
+
+
+def test_prepared_images_share_a_forward_pass_with_submissions():
+    """predict_prepared takes images in MNIST form: no prepare step, same shared pass."""
+    predictor = EchoPredictor()
+
+    async def scenario(batcher):
+        prepared = [PreparedImage((28, 28), pixels) for pixels in images_of(4, 3)]
+        return await asyncio.gather(
+            batcher.predict_prepared(prepared), batcher.predict(images_of(7, 2))
+        )
+
+    from_prepared, from_submission = run_with_batcher(predictor, scenario)
+    assert from_prepared.probabilities.argmax(axis=1).tolist() == [4, 4, 4]
+    assert from_submission.probabilities.argmax(axis=1).tolist() == [7, 7]
+    assert predictor.batch_sizes == [5]
