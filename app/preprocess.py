@@ -7,8 +7,8 @@ predictions of the tensor path. Anything else (black ink on white paper, a phone
 drawing, a transparent canvas) is brought to that form by the small pure functions below, each
 testable on its own:
 
-    decode_gray_png, or decode_image -> to_grayscale, then -> to_mnist_form
-                                    (ink_levels -> crop_to_ink -> scale_to_box -> center_by_mass)
+    decode_gray (decode_gray_png, or decode_image -> to_grayscale), then -> to_mnist_form
+    (ink_levels -> ink_to_mnist_form: crop_to_ink -> scale_to_box -> center_by_mass)
 
 Most uploads are plain 8-bit grayscale PNGs (what Pillow, OpenCV and numpy-based clients write
 for a digit). libspng, through imagecodecs, decodes those (decode_gray_png) to the very levels
@@ -77,13 +77,14 @@ class PreparedImage:
 
 def prepare_image(data: bytes, max_pixels: int) -> PreparedImage:
     """Decode an upload and bring it to MNIST form; raises an ImageRejected subclass if it can't."""
+    gray = decode_gray(data, max_pixels)
+    return PreparedImage(input_size=(gray.shape[1], gray.shape[0]), pixels=to_mnist_form(gray))
+
+
+def decode_gray(data: bytes, max_pixels: int) -> np.ndarray:
+    """An upload's uint8 gray levels [height, width], upright; raises an ImageRejected subclass."""
     gray = decode_gray_png(data, max_pixels)
-    if gray is None:
-        image = decode_image(data, max_pixels)
-        size, gray = image.size, to_grayscale(image)
-    else:
-        size = (gray.shape[1], gray.shape[0])
-    return PreparedImage(input_size=size, pixels=to_mnist_form(gray))
+    return to_grayscale(decode_image(data, max_pixels)) if gray is None else gray
 
 
 def decode_gray_png(data: bytes, max_pixels: int) -> np.ndarray | None:
@@ -282,4 +283,9 @@ def to_mnist_form(gray: np.ndarray) -> np.ndarray:
         if not is_light_background(background):
             check_ink(gray, background, float(gray.max()) - background)
             return gray
-    return center_by_mass(scale_to_box(crop_to_ink(ink_levels(gray))))
+    return ink_to_mnist_form(ink_levels(gray))
+
+
+def ink_to_mnist_form(levels: np.ndarray) -> np.ndarray:
+    """Ink levels (``ink_levels``'s, with some ink) -> uint8 [28, 28]: crop, scale, centre."""
+    return center_by_mass(scale_to_box(crop_to_ink(levels)))
