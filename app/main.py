@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.batching import MicroBatcher
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
-from app.routers import admin, health, metrics, model, page, predict
+from app.routers import admin, health, metrics, model, page, predict, read
 from app.schemas import errors_as_text
 from app.settings import Settings, get_settings
 
@@ -28,6 +28,7 @@ DESCRIPTION = """
 Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on MNIST.
 
 * `POST /predict` — one image or many (multipart `file` parts, or the raw image as the body).
+* `POST /read` — whole numbers: each picture's digits, left to right, with their boxes.
 * `GET /model` — the layer summary (the network's contract) and the served weights' card.
 * `GET /health`, `GET /ready` — liveness and readiness.
 * `GET /metrics` — Prometheus metrics.
@@ -188,6 +189,7 @@ def create_app(settings: Settings | None = None) -> Service:
     # /predict is served by Service, but documented with the other routes.
     app.router.routes.append(predict.DOCUMENTATION)
     app.add_exception_handler(RequestValidationError, validation_error_as_text)
+    app.include_router(read.router)  # POST /read: whole numbers
     app.include_router(health.router)
     app.include_router(model.router)
     app.include_router(metrics.router)

@@ -83,6 +83,7 @@ class Group:
 
 @dataclass(frozen=True)
 class Segmentation:
+    input_size: tuple[int, int]  # (width, height) of the picture
     candidates: list[PreparedImage]  # every candidate digit, in MNIST form
     boxes: list[Box]  # each candidate's ink box in the picture
     groups: list[Group]  # left to right
@@ -144,7 +145,7 @@ def segment(gray: np.ndarray) -> Segmentation:
             f"{MAX_GROUPS} digits)"
         )
     typical_width = typical_digit_width(groups, height)
-    segmentation = Segmentation([], [], [])
+    segmentation = Segmentation((gray.shape[1], gray.shape[0]), [], [], [])
     for group in sorted(groups, key=lambda group: (group.left + group.right) / 2):
         area = (slice(group.top, group.bottom), slice(group.left, group.right))
         ink = np.where(np.isin(labels[area], group.labels), levels[area], 0.0)

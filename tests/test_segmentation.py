@@ -141,6 +141,7 @@ def test_choose_keeps_the_cuts_the_net_is_most_confident_about():
     box = (0, 0, 10, 10)
     # One group, cuts at 0, 10, 20: read whole (candidate 0), or as two digits (1, 2).
     segmentation = Segmentation(
+        input_size=(20, 10),
         candidates=[],
         boxes=[box] * 3,
         groups=[Group((0, 10, 20), {(0, 2): 0, (0, 1): 1, (1, 2): 2})],

@@ -12,7 +12,7 @@ model, the answer has the shape of ``PredictionResponse`` (the tests hold it to 
 and ``DOCUMENTATION`` describes the route in the OpenAPI schema and /docs.
 """
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import orjson
@@ -26,6 +26,9 @@ from app.batching import BatchResult, Overloaded
 from app.preprocess import ImageRejected, PreparedImage, prepare_image
 from app.schemas import PredictionResponse, errors_as_text
 from app.uploads import Upload, read_uploads
+
+if TYPE_CHECKING:  # the predictor's module imports torch; these routes need only its type
+    from app.inference import Predictor
 
 ERROR_RESPONSES = {
     status: {"description": description, "content": {"application/json": {"example": example}}}
@@ -80,8 +83,23 @@ def prepare_images(uploads: list[Upload], max_pixels: int) -> list[PreparedImage
         try:
             prepared.append(prepare_image(upload.data, max_pixels))
         except ImageRejected as exc:
-            raise HTTPException(exc.status_code, f"{upload.label} {exc}") from None
+            raise rejected(upload, exc) from None
     return prepared
+
+
+def rejected(upload: Upload, exc: ImageRejected) -> HTTPException:
+    """The answer for an upload that cannot be read: its status, naming the image."""
+    return HTTPException(exc.status_code, f"{upload.label} {exc}")
+
+
+def ensure_ready(predictor: "Predictor") -> None:
+    """Raise the 503 every model route answers until the weights are loaded."""
+    if not predictor.ready:
+        raise HTTPException(503, f"the model is not ready: {predictor.error}")
+
+
+def overloaded(exc: Overloaded) -> HTTPException:
+    return HTTPException(503, str(exc), headers={"Retry-After": "1"})
 
 
 def encode_prediction(
@@ -156,14 +174,13 @@ class PredictEndpoint:
         query = parse_query(request)
         state = request.app.state
         predictor, settings = state.predictor, state.settings
-        if not predictor.ready:
-            raise HTTPException(503, f"the model is not ready: {predictor.error}")
+        ensure_ready(predictor)
         uploads = await read_uploads(request, settings.max_images, settings.max_image_bytes)
         try:
             # Decoding and preprocessing happen on the batcher's thread (prepare_images).
             result = await state.batcher.predict(uploads)
         except Overloaded as exc:
-            raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
+            raise overloaded(exc) from None
         answer = encode_answer(uploads, result, query, str(predictor.device))
         state.metrics.record_predictions(
             [prediction["digit"] for prediction in answer["predictions"]]
