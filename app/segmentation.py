@@ -47,7 +47,7 @@ SPLIT_WIDTH = 1.3
 SPLIT_MIN_WIDTH = 1.1
 # A digit cut from a group is this narrow, or this wide, at the least and the most (of height).
 MIN_CUT_WIDTH = 0.15
-MAX_CUT_WIDTH = 1.1
+MAX_CUT_WIDTH = 0.9
 # A cut digit's ink is at least this share of the writing's height tall (else: a fragment).
 MIN_CUT_HEIGHT = 0.6
 # A group up to this wide (of height) may also be read whole, uncut, if the net prefers.
@@ -55,6 +55,8 @@ MAX_WHOLE_WIDTH = 1.6
 # Each digit whose ink is wider than tall costs this much log-probability per unit of excess
 # width-to-height ratio: handwritten digits are rarely wider than tall, merged pairs are.
 WIDE_PENALTY = 1.5
+# Cuts follow the writing's slant, up to this many columns per row.
+MAX_SLANT = 0.5
 # Candidate cuts are tried every CUT_STEP of the writing's height, and at profile minima.
 CUT_STEP = 0.1
 # Each cut costs this much log-probability: one confident digit beats two shaky halves.
@@ -149,9 +151,11 @@ def segment(gray: np.ndarray) -> Segmentation:
     for group in sorted(groups, key=lambda group: (group.left + group.right) / 2):
         area = (slice(group.top, group.bottom), slice(group.left, group.right))
         ink = np.where(np.isin(labels[area], group.labels), levels[area], 0.0)
-        cuts = [0, group.width]
+        cuts, across = [0, group.width], None
         if group.width > max(SPLIT_WIDTH * typical_width, SPLIT_MIN_WIDTH * height):
-            cuts = candidate_cuts(ink, height)
+            # Cut along the writing's slant, so leaning digits come apart where they touch.
+            across = slanted_columns(ink.shape, writing_slant(ink))
+            cuts = candidate_cuts(ink, across, height)
         spans = {}
         for i, start in enumerate(cuts):
             for j in range(i + 1, len(cuts)):
@@ -163,7 +167,11 @@ def segment(gray: np.ndarray) -> Segmentation:
                     or (whole and width <= MAX_WHOLE_WIDTH * height)
                 ):
                     continue
-                span = ink[:, start : cuts[j]]
+                span = (
+                    ink
+                    if across is None
+                    else np.where((across >= start) & (across < cuts[j]), ink, 0.0)
+                )
                 rows = np.flatnonzero(span.any(axis=1))
                 if len(rows) == 0 or (
                     len(cuts) > 2 and rows[-1] - rows[0] + 1 < MIN_CUT_HEIGHT * height
@@ -173,7 +181,7 @@ def segment(gray: np.ndarray) -> Segmentation:
                 segmentation.candidates.append(
                     PreparedImage(input_size=(width, group.height), pixels=ink_to_mnist_form(span))
                 )
-                segmentation.boxes.append(ink_box(span, group.left + start, group.top))
+                segmentation.boxes.append(ink_box(span, group.left, group.top))
         positions = tuple(group.left + cut for cut in cuts)
         segmentation.groups.append(Group(positions, spans))
     if not segmentation.candidates:  # no mark looks like a digit: read all the ink as one
@@ -250,11 +258,35 @@ def typical_digit_width(groups: list[_Piece], height: float) -> float:
     return max(float(np.median(lone)), TYPICAL_ASPECT * height) if lone else TYPICAL_ASPECT * height
 
 
-def candidate_cuts(ink: np.ndarray, height: float) -> list[int]:
-    """Where a group of touching digits may be cut: the column profile's local minima, and a
-    regular grid as a fallback where strokes overlap; both edges included."""
-    width = ink.shape[1]
-    profile = ink.sum(axis=0)
+def writing_slant(ink: np.ndarray) -> float:
+    """How far the strokes lean: columns per row, from the ink's second moments (as MNIST's
+    deslanting measures it), within +-MAX_SLANT."""
+    rows, cols = np.indices(ink.shape)
+    total = ink.sum()
+    row_mean, col_mean = (rows * ink).sum() / total, (cols * ink).sum() / total
+    spread = ((rows - row_mean) ** 2 * ink).sum()
+    if spread <= 0:
+        return 0.0
+    slant = ((rows - row_mean) * (cols - col_mean) * ink).sum() / spread
+    return float(np.clip(slant, -MAX_SLANT, MAX_SLANT))
+
+
+def slanted_columns(shape: tuple[int, int], slant: float) -> np.ndarray:
+    """Each pixel's position across the writing, measured along its slant: the column where a
+    line through the pixel, leaning ``slant`` columns per row, crosses the middle row."""
+    rows, cols = np.indices(shape)
+    return cols - slant * (rows - (shape[0] - 1) / 2)
+
+
+def candidate_cuts(ink: np.ndarray, across: np.ndarray, height: float) -> list[int]:
+    """Where a group of touching digits may be cut (positions in ``across``, slanted_columns'):
+    the slanted column profile's local minima, and a regular grid as a fallback where strokes
+    overlap; both ends of the ink included."""
+    inked = ink > 0
+    start, end = int(np.floor(across[inked].min())), int(np.ceil(across[inked].max())) + 1
+    width = end - start
+    bins = np.clip(np.floor(across[inked] - start).astype(int), 0, width - 1)
+    profile = np.bincount(bins, weights=ink[inked], minlength=width)
     step = max(1, round(CUT_STEP * height))
     while True:
         grid = set(range(step, width, step))
@@ -267,7 +299,7 @@ def candidate_cuts(ink: np.ndarray, height: float) -> list[int]:
         cuts = sorted({0, width, *grid, *minima})
         spans_per_cut = MAX_CUT_WIDTH * height / step
         if len(cuts) * spans_per_cut <= MAX_SPANS_PER_GROUP or step >= width:
-            return cuts
+            return [start + cut for cut in cuts]
         step *= 2
 
 

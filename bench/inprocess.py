@@ -104,9 +104,9 @@ def main() -> None:
     if not COMMITTED_WEIGHTS.exists():
         raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
     with tempfile.TemporaryDirectory() as scratch:
-        image, digit = prepare_digit(Path(scratch))
-        content_type, body = multipart([("digit.png", image.read_bytes())])
-    uvloop.run(measure(args.requests, args.concurrency, content_type, body, digit))
+        work = prepare_digit(Path(scratch))
+        content_type, body = multipart([("digit.png", work.image.read_bytes())])
+    uvloop.run(measure(args.requests, args.concurrency, content_type, body, int(work.label)))
 
 
 if __name__ == "__main__":

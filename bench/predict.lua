@@ -1,9 +1,10 @@
--- wrk script: POST one PNG to /predict as multipart and check every answer.
--- Environment: BENCH_IMAGE (PNG path), BENCH_DIGIT (its label). Prints one JSON line at the end.
+-- wrk script: POST one PNG as multipart (to /predict, or /read) and check every answer.
+-- Environment: BENCH_IMAGE (PNG path), BENCH_EXPECT (text every answer must hold, e.g.
+-- "digit":7). Prints one JSON line at the end.
 
 local boundary = "s4benchboundary"
 local image = assert(io.open(os.getenv("BENCH_IMAGE"), "rb")):read("*a")
-local expected = '"digit":' .. os.getenv("BENCH_DIGIT")
+local expected = os.getenv("BENCH_EXPECT")
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
