@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.numbers                      # MNIST test digits: the figures
     .venv/bin/python -m bench.numbers --source holdout     # the last 5,000 training digits: tuning
+    .venv/bin/python -m bench.numbers --failures reports/number-failures.png   # and some misreads
 
 Each number has 1-10 digits, all from the chosen source (the test set's digits are never used to
 tune; the holdout's are the training set's last 5,000, as `python -m training --holdout 5000`
@@ -19,6 +20,7 @@ import argparse
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -164,6 +166,28 @@ def evaluate(cases: list[Sample], forward) -> dict:
             "digits": digits, "stray": stray, "failures": failures}  # fmt: skip
 
 
+def draw_failures(failures: list[tuple[Sample, str]], path: Path, per_gap: int = 4) -> None:
+    """The first few misread numbers of each gap, each titled with what it shows and what was
+    read, into one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    shown = [[(case, text) for case, text in failures if case.gap == gap][:per_gap] for gap in GAPS]
+    figure, axes = pyplot.subplots(len(GAPS), per_gap, figsize=(3.2 * per_gap, 1.6 * len(GAPS)))
+    for row, (gap, cases) in enumerate(zip(GAPS, shown, strict=True)):
+        for column in range(per_gap):
+            axis = axes[row][column]
+            axis.axis("off")
+            if column < len(cases):
+                case, text = cases[column]
+                axis.imshow(case.picture, cmap="gray", vmin=0, vmax=255)
+                axis.set_title(f"{gap}: {case.text} read {text or '(nothing)'}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 TARGETS = {"wide": 98.0, "normal": 98.0, "touching": 90.0, "overlap 2px": 80.0}
 
 
@@ -172,10 +196,13 @@ def main() -> None:
     parser.add_argument("--source", choices=["test", "holdout"], default="test")
     parser.add_argument("--per-cell", type=int, default=50, help="numbers per length and gap")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--failures", type=Path, help="draw some misread numbers into this PNG")
     args = parser.parse_args()
     cases = samples(args.source, args.per_cell, args.seed)
     started = time.perf_counter()
     result = evaluate(cases, committed_forward())
+    if args.failures:
+        draw_failures(result["failures"], args.failures)
     seconds = time.perf_counter() - started
     print(f"{len(cases)} numbers from MNIST {args.source} digits, seed {args.seed}, "
           f"{1000 * seconds / len(cases):.1f} ms each")  # fmt: skip
