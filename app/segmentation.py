@@ -202,7 +202,7 @@ def components(labels: np.ndarray, count: int) -> list[_Piece]:
 def writing_line(pieces: list[_Piece], levels: np.ndarray, labels: np.ndarray) -> _Piece:
     """Where the writing runs: the ink-weighted median top and bottom of the pieces holding
     substantial ink (the writing's height is this line's), across the whole picture."""
-    mass = ndimage.sum_labels(levels, labels, index=[piece.labels[0] for piece in pieces])
+    mass = np.bincount(labels.ravel(), weights=levels.ravel())[1:]  # each component's ink
     main = mass >= SUBSTANTIAL_MASS * mass.max()
     top = weighted_median([piece.top for piece in pieces], mass * main)
     bottom = weighted_median([piece.bottom for piece in pieces], mass * main)
