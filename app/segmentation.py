@@ -37,6 +37,8 @@ SPECK_SIZE = 0.2
 MERGE_OVERLAP = 0.5
 # ...and the vertical gap between them is at most this share of the writing's height.
 MERGE_GAP = 0.35
+# ...unless together they are taller than this share of it (a digit and a stroke under it).
+MAX_MERGED_HEIGHT = 1.2
 # A group with less than this share of its height within the writing's line is a stray mark.
 ON_LINE = 0.5
 # A group shorter than this share of the writing's height is a stray mark, not a digit.
@@ -232,9 +234,11 @@ def merge_by_overlap(pieces: list[_Piece], height: float) -> list[_Piece]:
             second = groups[b]
             overlap = min(first.right, second.right) - second.left
             gap = max(first.top, second.top) - min(first.bottom, second.bottom)
+            merged_height = max(first.bottom, second.bottom) - min(first.top, second.top)
             if (
                 overlap >= MERGE_OVERLAP * min(first.width, second.width)
                 and gap <= MERGE_GAP * height
+                and merged_height <= MAX_MERGED_HEIGHT * height
             ):
                 first = groups[a] = _Piece(
                     first.labels + second.labels,
