@@ -46,7 +46,7 @@ image-lint: setup
 # Dockerfile's TORCH_INDEX_URL unless the environment sets one; set it empty to take torch from
 # pip's usual index and find-links.
 image-check: image-lint
-	S4_TEST_IMAGE_INSTALL=1 $(BIN)/python -m pytest tests/test_image.py
+	S4_TEST_IMAGE_INSTALL=1 $(BIN)/python -m pytest tests/test_docker_image.py
 
 # Refresh docs/screenshot.png (the README's picture) from a real browser run: the page after
 # drawing a 7, served by the committed weights. Needs Debian's chromium (apt-get install chromium).

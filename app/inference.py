@@ -8,10 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.model import INPUT_SHAPE, DeviceUnavailable, resolve_device
-from app.runtime import Runtime, make_runtime
+from app.device import DeviceUnavailable, resolve_device
+from app.model import INPUT_SHAPE
+from app.runtime import Runtime, RuntimeUnavailable, make_runtime
 from app.settings import Settings
 from app.weights import LoadedWeights, WeightsError, load_weights
+
+# Why a load or reload fails: the settings ask for what this process cannot do, or the weights
+# are unusable. Whichever, the served weights stay as they were and the message says why.
+LOAD_ERRORS = (DeviceUnavailable, RuntimeUnavailable, WeightsError)
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class Predictor:
         try:
             device = self._resolve_device()
             served = self._load_verified(self.weights_path, device)
-        except WeightsError as exc:
+        except LOAD_ERRORS as exc:
             self.served, self.error = None, str(exc)
             return
         self.device, self.served, self.error = device, served, None
@@ -85,7 +90,7 @@ class Predictor:
     def reload(self, weights_path: Path | None = None) -> LoadedWeights:
         """Load, verify and warm up ``weights_path`` (default: the current file), then serve it.
 
-        Blocking (run it off the event loop). Raises WeightsError, leaving the served weights
+        Blocking (run it off the event loop). Raises one of LOAD_ERRORS, leaving the served weights
         as they were, if the new ones are unusable. A successful reload also makes a service
         that started without usable weights ready.
         """
@@ -102,8 +107,8 @@ class Predictor:
     def _resolve_device(self) -> torch.device:
         try:
             return resolve_device(self.requested_device)
-        except DeviceUnavailable as exc:  # reported like unusable weights: not ready, and why
-            raise WeightsError(f"S4_DEVICE={self.requested_device}: {exc}") from None
+        except DeviceUnavailable as exc:  # say which setting asked for it
+            raise DeviceUnavailable(f"S4_DEVICE={self.requested_device}: {exc}") from None
 
     def _load_verified(self, weights_path: Path, device: torch.device) -> ServedModel:
         weights = load_weights(weights_path, device)

@@ -1,10 +1,8 @@
-"""The service's ASGI app, FastAPI plus a short way in for /predict: ``uvicorn app.main:app`` or
-``python -m app``."""
+"""The service's FastAPI app: ``uvicorn app.main:app`` or ``python -m app``."""
 
 import asyncio
 import gc
 from contextlib import asynccontextmanager
-from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,14 +11,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import State
-from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.batching import MicroBatcher
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
-from app.routers import admin, health, metrics, model, page, predict, read
+from app.pipeline import MicroBatcher, PipelineError
+from app.routers import admin, health, model_card, page, predict, prometheus, read
 from app.schemas import errors_as_text
 from app.settings import Settings, get_settings
 
@@ -96,46 +92,10 @@ class RequestTimeoutMiddleware:
             await response(scope, receive, send)
 
 
-class Service:
-    """What uvicorn serves: /predict goes to its own stack of the app's middleware around
-    app.routers.predict's plain ASGI endpoint, every other request to the FastAPI app.
-
-    /predict is where the traffic is. On its way to the app's own middleware, FastAPI and
-    Starlette would pass each request through layers of their own (an OpenTelemetry check,
-    exception-telemetry and body-limit middleware, then routing); the endpoint reads its body
-    with its own limits and answers its own errors, so it needs none of them, and skipping them
-    saved 3-8 % of the service's CPU per /predict request (2 workers at 32 connections, two sets
-    of interleaved runs on a noisy 2-core VM). The same middleware list wraps both ways in, so
-    telemetry, time limits and CORS treat /predict like any other route, and outermost, as in
-    Starlette, an unexpected exception becomes a bare 500. FastAPI's OpenTelemetry spans, when a
-    tracer is set up, do not cover /predict.
-    """
-
-    def __init__(self, api: FastAPI, middleware: list[Middleware]):
-        self.api = api
-        self.predict: ASGIApp = predict.PredictEndpoint()
-        # The first is outermost, as Starlette builds its stack.
-        for cls, args, kwargs in reversed([Middleware(ServerErrorMiddleware), *middleware]):
-            self.predict = cls(self.predict, *args, **kwargs)
-
-    @property
-    def state(self) -> State:
-        """The FastAPI app's state: settings, metrics, and the model once the lifespan ran."""
-        return self.api.state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/predict":
-            scope["app"] = self.api  # Request.app, as Starlette sets it: the endpoint reads state
-            scope["route"] = predict.DOCUMENTATION  # what telemetry labels the request with
-            await self.predict(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
-
-
-def create_app(settings: Settings | None = None) -> Service:
+def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own settings, production reads the environment."""
     settings = settings or get_settings()
-    app_metrics = Metrics()
+    service_metrics = Metrics()
     configure_request_log()
 
     @asynccontextmanager
@@ -144,11 +104,10 @@ def create_app(settings: Settings | None = None) -> Service:
         predictor = Predictor(settings)
         await run_in_threadpool(predictor.load)
         if predictor.load_seconds is not None:
-            app_metrics.model_load_seconds.set(predictor.load_seconds)
+            service_metrics.model_load_seconds.set(predictor.load_seconds)
         batcher = MicroBatcher(
             predictor,
-            app_metrics,
-            prepare=partial(predict.prepare_images, max_pixels=settings.max_pixels),
+            service_metrics,
             max_images=settings.batch_max_images,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,
             max_queued_images=settings.batch_queue_images,
@@ -164,7 +123,7 @@ def create_app(settings: Settings | None = None) -> Service:
         await batcher.stop()
 
     # Outermost first: telemetry sees every answer, CORS headers reach the time limit's answers.
-    middleware = [Middleware(RequestTelemetryMiddleware, metrics=app_metrics)]
+    middleware = [Middleware(RequestTelemetryMiddleware, metrics=service_metrics)]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -185,18 +144,18 @@ def create_app(settings: Settings | None = None) -> Service:
         middleware=middleware,
     )
     app.state.settings = settings
-    app.state.metrics = app_metrics
-    # /predict is served by Service, but documented with the other routes.
-    app.router.routes.append(predict.DOCUMENTATION)
+    app.state.metrics = service_metrics
     app.add_exception_handler(RequestValidationError, validation_error_as_text)
+    app.add_exception_handler(PipelineError, predict.pipeline_error_answer)
+    app.router.routes.insert(0, predict.route)
     app.include_router(read.router)  # POST /read: whole numbers
     app.include_router(health.router)
-    app.include_router(model.router)
-    app.include_router(metrics.router)
+    app.include_router(model_card.router)
+    app.include_router(prometheus.router)
     app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
     if settings.admin_token:
         app.include_router(admin.router)
-    return Service(app, middleware)
+    return app
 
 
 app = create_app()

@@ -6,8 +6,8 @@ Both runtimes take uint8 images [N, 28, 28] in MNIST form and return float32 pro
 ONNX Runtime is the CPU default because a service this small is often answering one image at a
 time, and there eager PyTorch picks a slow convolution and pays per-operator overhead: on the
 2-core dev box one image took 1.2-4 ms in PyTorch and 0.24-0.32 ms in ONNX Runtime over several
-runs of bench/model.py, while from batch 64 up the two were on a par. Its graph is exported from
-the very S4Net the weights were loaded into, when they are loaded, so there is still one
+runs of bench/forward_pass.py, while from batch 64 up the two were on a par. Its graph is exported
+from the very S4Net the weights were loaded into, when they are loaded, so there is still one
 definition of the net and one weights file; the tests check that both runtimes give the same
 digit for all 10,000 MNIST test images.
 """
@@ -23,7 +23,10 @@ import torch
 from torch import nn
 
 from app.model import INPUT_SHAPE, S4Net, normalize
-from app.weights import WeightsError
+
+
+class RuntimeUnavailable(Exception):
+    """S4_RUNTIME asks for a runtime that cannot run on the chosen device."""
 
 
 class Runtime(Protocol):
@@ -57,7 +60,7 @@ class TorchRuntime:
         memory_format: torch.memory_format = torch.channels_last,
     ):
         # channels_last (NHWC) runs this net's narrow convolutions and max-pools faster on the CPU
-        # than torch's default NCHW (1.4-2x at batch 64, bench/model.py), same predictions.
+        # than torch's default NCHW (1.4-2x at batch 64, bench/forward_pass.py), same predictions.
         # Both weights and input must be in it, or torch falls back to NCHW kernels.
         self.model = ProbabilitiesNet(net, memory_format).eval()
         self.device = device
@@ -110,7 +113,7 @@ def make_runtime(requested: str, net: S4Net, device: torch.device, threads: int)
         requested = "onnxruntime" if device.type == "cpu" else "torch"
     if requested == "onnxruntime":
         if device.type != "cpu":
-            raise WeightsError(
+            raise RuntimeUnavailable(
                 f"S4_RUNTIME=onnxruntime runs on the CPU only, not {device.type}; "
                 "set S4_RUNTIME=torch (or auto) to use the GPU"
             )

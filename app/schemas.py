@@ -17,6 +17,21 @@ def errors_as_text(errors: Sequence[ErrorDetails], location: tuple[str, ...] = (
     )
 
 
+class ErrorDetail(BaseModel):
+    """Every error answer: one line that says what went wrong and what to fix."""
+
+    detail: str = Field(description="What went wrong and what to fix.")
+
+
+def error_responses(**descriptions: str) -> dict:
+    """OpenAPI ``responses`` for error statuses, e.g. ``s422="Bad query."``: each answers
+    ``{"detail": string}`` (ErrorDetail)."""
+    return {
+        int(key[1:]): {"model": ErrorDetail, "description": description}
+        for key, description in descriptions.items()
+    }
+
+
 class Health(BaseModel):
     status: str = Field("ok", description="Always `ok` while the process serves requests.")
 

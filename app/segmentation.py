@@ -2,12 +2,12 @@
 
 Three steps, so that all the net's work for a picture is one batched forward pass:
 
-1. ``segment(gray)`` (pure): ink found as /predict finds it (``app.preprocess.ink_levels``),
+1. ``segment(gray)`` (pure): ink found as /predict finds it (``app.pipeline.ink_levels``),
    connected components (scipy.ndimage), specks dropped, pieces of one digit merged by their
    horizontal overlap. Each resulting group is one digit or several touching ones; a group much
    wider than the writing's typical digit also gets candidate cuts along its column profile.
    Every span between two cuts is a candidate digit, brought to MNIST form exactly as /predict
-   brings one (``app.preprocess.ink_to_mnist_form``).
+   brings one (``app.pipeline.ink_to_mnist_form``).
 2. The caller runs the net on every candidate at once (the service: its shared batcher).
 3. ``choose(segmentation, probabilities)`` (pure) keeps, per group, the cuts whose digits the
    net is most confident about, and returns the digits left to right.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from app.preprocess import ImageRejected, PreparedImage, ink_levels, ink_to_mnist_form
+from app.pipeline import ImageRejected, PreparedImage, ink_levels, ink_to_mnist_form
 
 # x, y, width, height, in the picture's pixels.
 Box = tuple[int, int, int, int]
@@ -72,9 +72,7 @@ MAX_SPANS_PER_GROUP = 400
 
 
 class TooManyMarks(ImageRejected):
-    """The picture holds more separate marks than a number has digits."""
-
-    status_code = 422
+    """The picture holds more separate marks than a number has digits (a 422, as ImageRejected)."""
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ async def measure(
         for handler in REQUEST_LOG.handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(devnull)
-        async with app.api.router.lifespan_context(app.api):
+        async with app.router.lifespan_context(app):
             for _ in range(200):  # warm-up: first passes of each batch size, caches
                 await post(app, content_type, body, digit)
             slots = asyncio.Semaphore(concurrency)

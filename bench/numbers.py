@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.preprocess import crop_to_ink
+from app.pipeline import crop_to_ink
 from app.runtime import OnnxRuntime
 from app.segmentation import read_number
 from app.weights import load_weights

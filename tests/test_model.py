@@ -5,14 +5,9 @@ import re
 import pytest
 import torch
 
-from app.model import (
-    DeviceUnavailable,
-    S4Net,
-    format_summary_table,
-    layer_summary,
-    normalize,
-    resolve_device,
-)
+from app.device import DeviceUnavailable, resolve_device
+from app.layers import format_summary_table, layer_summary
+from app.model import S4Net, normalize
 from tests.conftest import SPEC_PATH
 
 ROW = re.compile(r"^\s+(\w+)-(\d+)\s+(\[[-\d, ]+\])\s+([\d,]+)$")

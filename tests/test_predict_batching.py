@@ -1,4 +1,5 @@
-"""The micro-batcher: concurrent requests share forward passes, and each gets its own answer."""
+"""The micro-batcher (app.pipeline): concurrent requests share forward passes, each gets its own
+answer."""
 
 import asyncio
 import threading
@@ -8,10 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from app.batching import MicroBatcher, Overloaded
 from app.inference import ForwardPass
 from app.metrics import Metrics
-from app.preprocess import PreparedImage
+from app.pipeline import MicroBatcher, Overloaded, PreparedImage, batch, unbatch
 
 
 class EchoPredictor:
@@ -32,18 +32,9 @@ class EchoPredictor:
         return ForwardPass(np.eye(10, dtype=np.float32)[digits], "echo")
 
 
-def images_of(digit: int, count: int = 1) -> np.ndarray:
-    return np.full((count, 28, 28), digit, dtype=np.uint8)
-
-
-def as_prepared(images: np.ndarray) -> list[PreparedImage]:
-    """The batcher's prepare step for tests: images arrive already in MNIST form.
-
-    An image of all 99s stands for an unreadable upload: it fails its own request.
-    """
-    if (images == 99).any():
-        raise ValueError("unreadable image")
-    return [PreparedImage(input_size=(28, 28), pixels=pixels) for pixels in images]
+def images_of(digit: int, count: int = 1) -> list[PreparedImage]:
+    pixels = np.full((28, 28), digit, dtype=np.uint8)
+    return [PreparedImage(input_size=(28, 28), pixels=pixels)] * count
 
 
 def run_with_batcher(predictor, scenario, max_images=256, max_wait_s=0.05, max_queued=1000):
@@ -51,9 +42,7 @@ def run_with_batcher(predictor, scenario, max_images=256, max_wait_s=0.05, max_q
     e.g. Playwright's, may leave a loop running in the main thread)."""
 
     async def main():
-        batcher = MicroBatcher(
-            predictor, Metrics(), as_prepared, max_images, max_wait_s, max_queued
-        )
+        batcher = MicroBatcher(predictor, Metrics(), max_images, max_wait_s, max_queued)
         batcher.start()
         try:
             return await scenario(batcher)
@@ -125,21 +114,12 @@ def test_a_failing_forward_fails_only_its_own_batch():
     assert result.probabilities.argmax() == 2
 
 
-def test_an_unreadable_submission_fails_only_its_own_request():
-    predictor = EchoPredictor()
-
-    async def scenario(batcher):
-        return await asyncio.gather(
-            batcher.predict(images_of(4)),
-            batcher.predict(images_of(99)),
-            batcher.predict(images_of(8)),
-            return_exceptions=True,
-        )
-
-    four, unreadable, eight = run_with_batcher(predictor, scenario)
-    assert isinstance(unreadable, ValueError)
-    assert four.probabilities.argmax() == 4 and eight.probabilities.argmax() == 8
-    assert predictor.batch_sizes == [2]  # the readable two still shared one forward pass
+def test_batch_stacks_every_submission_and_unbatch_splits_it_back():
+    submissions = [images_of(1, 2), images_of(2, 1), images_of(3, 3)]
+    pixels = batch(submissions)
+    assert pixels.shape == (6, 28, 28) and pixels.dtype == np.uint8
+    rows = unbatch(pixels[:, 0, 0], [len(images) for images in submissions])
+    assert [row.tolist() for row in rows] == [[1, 1], [2], [3, 3, 3]]
 
 
 def test_a_caller_that_gives_up_does_not_disturb_the_others():
@@ -208,19 +188,3 @@ def test_overload_is_a_fast_503_with_retry_after(make_client, untrained_weights,
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
     assert "retry" in refused.json()["detail"]
-
-
-def test_prepared_images_share_a_forward_pass_with_submissions():
-    """predict_prepared takes images in MNIST form: no prepare step, same shared pass."""
-    predictor = EchoPredictor()
-
-    async def scenario(batcher):
-        prepared = [PreparedImage((28, 28), pixels) for pixels in images_of(4, 3)]
-        return await asyncio.gather(
-            batcher.predict_prepared(prepared), batcher.predict(images_of(7, 2))
-        )
-
-    from_prepared, from_submission = run_with_batcher(predictor, scenario)
-    assert from_prepared.probabilities.argmax(axis=1).tolist() == [4, 4, 4]
-    assert from_submission.probabilities.argmax(axis=1).tolist() == [7, 7]
-    assert predictor.batch_sizes == [5]

@@ -245,7 +245,7 @@ def test_an_internal_error_answers_500_without_a_traceback(
 
     monkeypatch.setattr(Predictor, "forward", broken_forward)
     app = create_app(Settings(weights=untrained_weights, cpu_threads=1))
-    assert app.api.debug is False
+    assert app.debug is False
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post("/predict", content=digit_png, headers={"content-type": "image/png"})
         assert client.get("/health").status_code == 200

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from app.inference import Predictor
-from app.runtime import OnnxRuntime, TorchRuntime, make_runtime
+from app.runtime import OnnxRuntime, RuntimeUnavailable, TorchRuntime, make_runtime
 from app.settings import Settings
-from app.weights import WeightsError, load_weights
+from app.weights import load_weights
 
 
 def read_all(runtime, images: np.ndarray) -> np.ndarray:
@@ -48,5 +48,5 @@ def test_runtime_setting_on_the_cpu(untrained_weights, requested, expected):
 
 def test_onnxruntime_is_refused_on_a_gpu(untrained_weights):
     net = load_weights(untrained_weights, torch.device("cpu")).model
-    with pytest.raises(WeightsError, match="S4_RUNTIME=torch"):
+    with pytest.raises(RuntimeUnavailable, match="S4_RUNTIME=torch"):
         make_runtime("onnxruntime", net, torch.device("cuda"), threads=1)

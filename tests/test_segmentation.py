@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from app.preprocess import BlankImage, ink_levels, ink_to_mnist_form
+from app.pipeline import BlankImage, ink_levels, ink_to_mnist_form
+from app.routers.predict import status_code_of
 from app.runtime import OnnxRuntime
 from app.segmentation import (
     MAX_CUT_WIDTH,
@@ -134,7 +135,7 @@ def test_too_many_marks_are_refused_with_what_to_send():
         bar(draw, 20 + 40 * index, 20)
     with pytest.raises(TooManyMarks, match="one number") as refused:
         segment(pixels(image))
-    assert refused.value.status_code == 422
+    assert status_code_of(refused.value) == 422
 
 
 def test_choose_keeps_the_cuts_the_net_is_most_confident_about():

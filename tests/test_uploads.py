@@ -1,37 +1,36 @@
-"""Multipart bodies (app/uploads.py): split_whole_body stands in for python-multipart on the bodies
+"""Multipart bodies (app.pipeline): split_whole_body stands in for python-multipart on the bodies
 HTTP clients write, so on every body it accepts, the two must read exactly the same images."""
 
 import string
 
 import httpx
-from fastapi import HTTPException
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser
 
-from app.uploads import _ImagePartCollector, split_whole_body
+from app.pipeline import ImagePartCollector, PipelineError, split_whole_body
 
 MAX_IMAGES = 3
 MAX_IMAGE_BYTES = 48
 
 
 def read_with_python_multipart(body: bytes, boundary: bytes) -> tuple:
-    collector = _ImagePartCollector(MAX_IMAGES, MAX_IMAGE_BYTES)
+    collector = ImagePartCollector(MAX_IMAGES, MAX_IMAGE_BYTES)
     return outcome(collector, lambda: MultipartParser(boundary, collector.callbacks()).write(body))
 
 
 def read_with_split(parts: list) -> tuple:
-    collector = _ImagePartCollector(MAX_IMAGES, MAX_IMAGE_BYTES)
+    collector = ImagePartCollector(MAX_IMAGES, MAX_IMAGE_BYTES)
     return outcome(collector, lambda: collector.collect(parts))
 
 
-def outcome(collector: _ImagePartCollector, parse) -> tuple:
+def outcome(collector: ImagePartCollector, parse) -> tuple:
     """What the request would get: its images, or the refusal (status and message)."""
     try:
         parse()
-    except HTTPException as exc:
-        return ("refused", exc.status_code, exc.detail)
+    except PipelineError as exc:
+        return ("refused", type(exc), str(exc))
     except FormParserError:
         return ("malformed",)
     uploads = [(upload.index, upload.filename, upload.data) for upload in collector.uploads]

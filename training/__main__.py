@@ -15,6 +15,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -27,9 +28,26 @@ from training.mnist import MnistError, load_mnist, resolve_data_dir
 from training.report import misclassified_png, training_curves_png
 from training.train import train
 
+# Help for the TrainConfig and AugmentConfig fields that need more than their flag's name.
+OPTION_HELP = {
+    "lr": "OneCycle peak learning rate",
+    "degrees": "max rotation",
+    "shift": "max shift in pixels",
+    "scale": "max zoom in/out fraction",
+    "holdout": "tune on N held-out train images",
+    "train_limit": "train on only the first N images",
+    "test_limit": "evaluate on only the first N images",
+}
+OPTION_CHOICES = {"device": ("auto", "cpu", "cuda")}
+
+
+def config_fields() -> list[tuple[type, dataclasses.Field]]:
+    """Every knob of a run, as (its dataclass, its field): one command-line flag each."""
+    knobs = [(TrainConfig, f) for f in dataclasses.fields(TrainConfig) if f.name != "augment"]
+    return knobs + [(AugmentConfig, f) for f in dataclasses.fields(AugmentConfig)]
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    defaults, aug = TrainConfig(), AugmentConfig()
     p = argparse.ArgumentParser(
         prog="python -m training",
         description="Train the S4 net on MNIST; write its weights, card and plots.",
@@ -39,23 +57,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, help="download cache (default ~/.cache/s4digits)")
     p.add_argument("--out-dir", type=Path, default=Path("."), help="where outputs go")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr, help="OneCycle peak learning rate")
-    p.add_argument("--max-momentum", type=float, default=defaults.max_momentum)
-    p.add_argument("--base-momentum", type=float, default=defaults.base_momentum)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    p.add_argument("--dropout", type=float, default=defaults.dropout)
-    p.add_argument("--degrees", type=float, default=aug.degrees, help="max rotation")
-    p.add_argument("--shift", type=float, default=aug.shift, help="max shift in pixels")
-    p.add_argument("--scale", type=float, default=aug.scale, help="max zoom in/out fraction")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--holdout", type=int, default=0, help="tune on N held-out train images")
-    p.add_argument("--train-limit", type=int, help="train on only the first N images")
-    p.add_argument("--test-limit", type=int, help="evaluate on only the first N images")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device)
+    defaults = {TrainConfig: TrainConfig(), AugmentConfig: AugmentConfig()}
+    for owner, field in config_fields():
+        default = getattr(defaults[owner], field.name)
+        p.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=int if default is None else type(default),  # None: the optional limits
+            default=default,
+            choices=OPTION_CHOICES.get(field.name),
+            help=OPTION_HELP.get(field.name, field.name.replace("_", " ")),
+        )
     return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {owner: {} for owner in (TrainConfig, AugmentConfig)}
+    for owner, field in config_fields():
+        values[owner][field.name] = getattr(args, field.name)
+    return TrainConfig(**values[TrainConfig], augment=AugmentConfig(**values[AugmentConfig]))
 
 
 def remove_stale_temp_files(outputs: list[Path]) -> None:
@@ -71,22 +90,7 @@ def remove_stale_temp_files(outputs: list[Path]) -> None:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_momentum=args.max_momentum,
-        base_momentum=args.base_momentum,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        dropout=args.dropout,
-        augment=AugmentConfig(degrees=args.degrees, shift=args.shift, scale=args.scale),
-        seed=args.seed,
-        holdout=args.holdout,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
-        device=args.device,
-    )
+    config = config_from_args(args)
     try:
         data = load_mnist(resolve_data_dir(args.data_dir, args.cache_dir))
     except MnistError as exc:

@@ -20,15 +20,16 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from app.model import DeviceUnavailable, S4Net, normalize, resolve_device
+from app.device import DeviceUnavailable, resolve_device
+from app.model import S4Net, normalize
 from app.weights import atomic_write_bytes
 from training.augment import augment_batch
 from training.config import TrainConfig
@@ -266,9 +267,9 @@ def load_checkpoint(
     generator: torch.Generator,
 ) -> list[dict[str, float]]:
     """Restore everything save_checkpoint wrote; returns the history (its length = epochs done)."""
-    data = path.read_bytes()
-    tensors = load_safetensors(data)
-    meta = json.loads(_safetensors_metadata(data)["state"])
+    tensors = load_safetensors(path.read_bytes())
+    with safe_open(path, framework="pt") as checkpoint:
+        meta = json.loads(checkpoint.metadata()["state"])
     if meta["config"] != json.loads(json.dumps(asdict(config))):
         changed = sorted(k for k in meta["config"] if meta["config"][k] != asdict(config).get(k))
         raise SystemExit(
@@ -290,9 +291,3 @@ def load_checkpoint(
     if "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], generator.device)
     return meta["history"]
-
-
-def _safetensors_metadata(data: bytes) -> dict[str, Any]:
-    """The __metadata__ block of a safetensors file (its 8-byte length, then a JSON header)."""
-    header_len = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + header_len])["__metadata__"]

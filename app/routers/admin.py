@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.dependencies import get_app_settings, get_predictor
-from app.inference import Predictor
+from app.inference import LOAD_ERRORS, Predictor
+from app.schemas import error_responses
 from app.settings import Settings
-from app.weights import WeightsError
 
 # auto_error=False: a missing or non-Bearer Authorization header gets this module's 401 with a
 # JSON detail that says what to send, like every other error of the service.
@@ -64,11 +64,11 @@ class ReloadResponse(BaseModel):
     "/reload",
     response_model=ReloadResponse,
     summary="Swap in new weights while serving",
-    responses={
-        401: {"description": "No bearer token."},
-        403: {"description": "Wrong token."},
-        422: {"description": "The new weights are unusable; the old ones are still served."},
-    },
+    responses=error_responses(
+        s401="No bearer token.",
+        s403="Wrong token.",
+        s422="The new weights are unusable (the old ones are still served), or a bad body.",
+    ),
 )
 async def reload_weights(
     predictor: Annotated[Predictor, Depends(get_predictor)],
@@ -82,7 +82,7 @@ async def reload_weights(
     started = time.perf_counter()
     try:
         weights = await run_in_threadpool(predictor.reload, request.weights if request else None)
-    except WeightsError as exc:
+    except LOAD_ERRORS as exc:
         serving = predictor.weights.sha256 if predictor.weights else "nothing (not ready)"
         raise HTTPException(422, f"{exc}; still serving {serving}") from None
     return ReloadResponse(

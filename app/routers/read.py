@@ -1,40 +1,47 @@
 """POST /read: pictures of whole numbers in, each number and its digits (with boxes) out.
 
-Same inputs, limits and errors as /predict (app.uploads.read_uploads, and /predict's own error
-mapping). Per request: decode and segment every picture off the event loop
-(app.segmentation.segment), send every candidate digit of every picture to the shared batcher in
-one call, then keep each picture's most confident cuts (app.segmentation.choose).
+Same inputs, limits and errors as /predict: the same pipeline steps (app.pipeline.read_uploads,
+decode), its domain errors answered by the app's one handler for them. Per request: decode and
+segment every picture in a worker thread (app.segmentation.segment), send every candidate digit
+of every picture to the shared batcher in one call, then keep each picture's most confident cuts
+(app.segmentation.choose).
 """
 
-import numpy as np
 import orjson
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from app.batching import Overloaded
-from app.preprocess import ImageRejected, decode_gray
-from app.routers.predict import ERROR_RESPONSES, REQUEST_BODY, ensure_ready, overloaded, rejected
-from app.schemas import ReadResponse
+from app import pipeline
+from app.routers.predict import REQUEST_BODY
+from app.schemas import ReadResponse, error_responses
 from app.segmentation import NumberReading, Segmentation, choose, segment
-from app.uploads import Upload, read_uploads
+
+READ_ERRORS = error_responses(
+    s400="Malformed multipart body.",
+    s413="Too many images, an upload over the byte limit, too many pixels, or more candidate "
+    "digits than one request may hold.",
+    s415="Not an image, or an unsupported Content-Type.",
+    s422="No image, an empty or blank image, or more separate marks than a number has digits.",
+    s503="Model not ready, or overloaded (with Retry-After).",
+)
 
 router = APIRouter(tags=["read"])
 
 
-def segment_uploads(uploads: list[Upload], max_pixels: int) -> list[Segmentation]:
+def segment_uploads(uploads: list[pipeline.Upload], max_pixels: int) -> list[Segmentation]:
     """Decode and segment every upload (CPU work, run in a worker thread). The first picture
     that cannot be read fails the request, with a message that names it, as on /predict."""
     segmentations = []
     for upload in uploads:
         try:
-            segmentations.append(segment(decode_gray(upload.data, max_pixels)))
-        except ImageRejected as exc:
-            raise rejected(upload, exc) from None
+            segmentations.append(segment(pipeline.decode(upload.data, max_pixels)))
+        except pipeline.ImageRejected as exc:
+            raise pipeline.naming(upload, exc) from None
     return segmentations
 
 
-def encode_number(upload: Upload, reading: NumberReading, size: tuple[int, int]) -> dict:
+def encode_number(upload: pipeline.Upload, reading: NumberReading, size: tuple[int, int]) -> dict:
     """One picture's answer, shaped as ``NumberReading`` (app.schemas)."""
     return {
         "index": upload.index,
@@ -58,7 +65,7 @@ def encode_number(upload: Upload, reading: NumberReading, size: tuple[int, int])
     "/read",
     response_model=ReadResponse,
     summary="Read whole numbers (several digits) from pictures",
-    responses=ERROR_RESPONSES,
+    responses=READ_ERRORS,
     openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def read_numbers(request: Request) -> Response:
@@ -72,27 +79,26 @@ async def read_numbers(request: Request) -> Response:
     """
     state = request.app.state
     settings = state.settings
-    ensure_ready(state.predictor)
-    uploads = await read_uploads(request, settings.max_images, settings.max_image_bytes)
+    pipeline.check_ready(state.predictor)
+    uploads = await pipeline.read_uploads(request, settings.max_images, settings.max_image_bytes)
+    # In a worker thread, not on the forward thread (batcher.prepare_and_predict): the batcher
+    # counts a job's images against its limits before preparing them, and how many candidate
+    # digits a picture holds is known only once it is segmented.
     segmentations = await run_in_threadpool(segment_uploads, uploads, settings.max_pixels)
     candidates = [image for found in segmentations for image in found.candidates]
     if len(candidates) > settings.batch_queue_images:
-        raise HTTPException(
-            413,
+        raise pipeline.UploadTooLarge(
             f"these pictures hold {len(candidates):,} candidate digits, more than the service "
             f"reads in one request ({settings.batch_queue_images:,}, S4_BATCH_QUEUE_IMAGES); "
-            "send fewer pictures per request",
+            "send fewer pictures per request"
         )
-    try:
-        result = await state.batcher.predict_prepared(candidates)
-    except Overloaded as exc:
-        raise overloaded(exc) from None
-    ends = np.cumsum([len(found.candidates) for found in segmentations])
+    result = await state.batcher.predict(candidates)
+    rows = pipeline.unbatch(
+        result.probabilities, [len(found.candidates) for found in segmentations]
+    )
     numbers = [
-        encode_number(upload, choose(found, rows), found.input_size)
-        for upload, found, rows in zip(
-            uploads, segmentations, np.split(result.probabilities, ends[:-1]), strict=True
-        )
+        encode_number(upload, choose(found, probabilities), found.input_size)
+        for upload, found, probabilities in zip(uploads, segmentations, rows, strict=True)
     ]
     state.metrics.record_numbers([len(number["text"]) for number in numbers])
     answer = {

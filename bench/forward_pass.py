@@ -1,6 +1,6 @@
 """Forward-pass speed of the S4 net: images/s at batch 1, 64 and 1024, and share of peak FLOP/s.
 
-    python bench/model.py [--device cpu|cuda] [--threads N] [--seconds 3] [--peak-gflops N]
+    python bench/forward_pass.py [--device cpu|cuda] [--threads N] [--seconds 3] [--peak-gflops N]
 
 Each runtime the service can use (app/runtime.py: ONNX Runtime, PyTorch in channels_last) is
 timed from uint8 pixels to probabilities, as the service calls it, next to plain PyTorch (NCHW,
@@ -22,7 +22,8 @@ import onnxruntime
 import torch
 from torchinfo import summary
 
-from app.model import INPUT_SHAPE, S4Net, resolve_device
+from app.device import resolve_device
+from app.model import INPUT_SHAPE, S4Net
 from app.runtime import OnnxRuntime, TorchRuntime
 
 

@@ -8,8 +8,9 @@ from fastapi.responses import PlainTextResponse
 
 from app.dependencies import get_predictor
 from app.inference import Predictor
-from app.model import INPUT_SHAPE, LayerRow, S4Net, format_summary_table, layer_summary
-from app.schemas import Layer, ModelSummary, WeightsInfo
+from app.layers import LayerRow, format_summary_table, layer_summary
+from app.model import INPUT_SHAPE, S4Net
+from app.schemas import Layer, ModelSummary, WeightsInfo, error_responses
 
 router = APIRouter(tags=["model"])
 
@@ -39,7 +40,10 @@ def _weights_info(predictor: Predictor) -> WeightsInfo:
     "/model",
     response_model=ModelSummary,
     summary="Layer summary and weights card",
-    responses={200: {"content": {"text/plain": {}}, "description": "JSON, or the text table."}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "JSON, or the text table."},
+        **error_responses(s422="An invalid `format`."),
+    },
 )
 def model_summary(
     request: Request,
