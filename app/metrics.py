@@ -51,7 +51,7 @@ class Metrics:
         self._digit_counters = [self.predictions.labels(digit=str(digit)) for digit in range(10)]
         self.request_images = Histogram(
             "s4_request_images",
-            "Images per successful /predict request.",
+            "Images per successful /predict or v2 infer request.",
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )

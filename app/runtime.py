@@ -73,25 +73,31 @@ class TorchRuntime:
         return self.model(batch.to(self.device, non_blocking=True)).cpu().numpy()
 
 
+def export_onnx_graph(net: S4Net) -> bytes:
+    """The ONNX graph the CPU runtime runs: uint8 ``images`` [batch, 28, 28] (white ink on black)
+    -> float32 ``probabilities`` [batch, 10]. ``s4digits export --onnx`` writes the same one."""
+    graph = io.BytesIO()
+    example = torch.zeros((2, *INPUT_SHAPE[1:]), dtype=torch.uint8)
+    # The TorchScript-based exporter: it takes 0.1 s. torch's newer dynamo exporter takes
+    # ~9 s and needs onnxscript, for the same graph; the deprecation warning is noise here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            ProbabilitiesNet(net).eval(),
+            (example,),
+            graph,
+            dynamo=False,
+            input_names=["images"],
+            output_names=["probabilities"],
+            dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+        )
+    return graph.getvalue()
+
+
 class OnnxRuntime:
     name = "onnxruntime"
 
     def __init__(self, net: S4Net, threads: int):
-        graph = io.BytesIO()
-        example = torch.zeros((2, *INPUT_SHAPE[1:]), dtype=torch.uint8)
-        # The TorchScript-based exporter: it takes 0.1 s. torch's newer dynamo exporter takes
-        # ~9 s and needs onnxscript, for the same graph; the deprecation warning is noise here.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                ProbabilitiesNet(net).eval(),
-                (example,),
-                graph,
-                dynamo=False,
-                input_names=["images"],
-                output_names=["probabilities"],
-                dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-            )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -100,7 +106,7 @@ class OnnxRuntime:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only
         self.session = onnxruntime.InferenceSession(
-            graph.getvalue(), options, providers=["CPUExecutionProvider"]
+            export_onnx_graph(net), options, providers=["CPUExecutionProvider"]
         )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -23,11 +23,17 @@ class ErrorDetail(BaseModel):
     detail: str = Field(description="What went wrong and what to fix.")
 
 
-def error_responses(**descriptions: str) -> dict:
+class ProtocolErrorBody(BaseModel):
+    """An Open Inference Protocol (/v2) error answer, as that protocol specifies it."""
+
+    error: str = Field(description="What went wrong and what to fix.")
+
+
+def error_responses(model: type[BaseModel] = ErrorDetail, **descriptions: str) -> dict:
     """OpenAPI ``responses`` for error statuses, e.g. ``s422="Bad query."``: each answers
-    ``{"detail": string}`` (ErrorDetail)."""
+    ``model`` (``{"detail": string}``, ErrorDetail, unless told otherwise)."""
     return {
-        int(key[1:]): {"model": ErrorDetail, "description": description}
+        int(key[1:]): {"model": model, "description": description}
         for key, description in descriptions.items()
     }
 

@@ -1,21 +1,26 @@
-"""Fuzz POST /predict: every answer must be a 200 or a 4xx with a JSON detail, never a 5xx.
+"""Fuzz POST /predict and /v2 infer: every answer a 200 or a 4xx with a JSON reason, never a 5xx.
 
     .venv/bin/python -m bench.fuzz --cases 100000             # the whole app, in process
     .venv/bin/python -m bench.fuzz --cases 5000 --server      # a real uvicorn on loopback
+    .venv/bin/python -m bench.fuzz --cases 20000 --routes v2  # the Open Inference Protocol only
 
 Hypothesis draws a corpus of requests from the strategies below (tests/test_fuzz_predict.py runs
 the same ones at CI size): random bytes behind image magic numbers; real PNG/JPEG/GIF/TIFF/BMP/WebP
 images in every colour mode (1-bit, palette, 16-bit, float, CMYK...), some animated, some
 truncated or with bytes flipped or spliced in; hand-made headers declaring huge or zero
 dimensions in a few dozen bytes; arbitrary Content-Types; multipart bodies with wrong, missing or
-unclosed boundaries, garbage, odd field names, and thousands of parts. Drawing costs about 5 ms a
-request, so past the corpus every case is a mutant of one of its requests (cut, flipped, spliced,
-repeated), which costs microseconds. A failure does not stop the run: each is counted and the
-first few are printed. Prints one JSON object: cases, seconds, answers by kind of request and
-status, failures, and whether the service is still ready. Exit status 1 on any failure.
+unclosed boundaries, garbage, odd field names, and thousands of parts; for /v2, inference requests
+with wrong names, datatypes, shapes, data and parameters, binary tensors of the wrong size, bad
+Inference-Header-Content-Length values, and real or damaged images as BYTES. Drawing costs about
+5 ms a request, so past the corpus every case is a mutant of one of its requests (cut, flipped,
+spliced, repeated), which costs microseconds. A failure does not stop the run: each is counted
+and the first few are printed. Prints one JSON object: cases, seconds, answers by kind of request
+and status, failures, and whether the service is still ready. Exit status 1 on any failure.
 """
 
 import argparse
+import base64
+import dataclasses
 import json
 import logging
 import random
@@ -37,6 +42,7 @@ from hypothesis import HealthCheck, Phase, assume, given, seed, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from app.inference_protocol import HEADER_LENGTH
 from app.main import create_app
 from app.settings import Settings
 from bench.load import COMMITTED_WEIGHTS, SERVICE_ENV
@@ -87,6 +93,26 @@ class PredictRequest:
         """Post it to ``path``: /predict, or /read, which takes the same bodies."""
         headers = {} if self.content_type is None else {"content-type": self.content_type}
         return client.post(path, content=self.body, headers=headers)
+
+    def violation(self, response: httpx.Response) -> str | None:
+        return contract_violation(response)
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """A request to the Open Inference Protocol's infer route."""
+
+    kind: str
+    path: str
+    header_length: str | None  # Inference-Header-Content-Length, if sent
+    body: bytes
+
+    def send(self, client: httpx.Client) -> httpx.Response:
+        headers = {} if self.header_length is None else {HEADER_LENGTH: self.header_length}
+        return client.post(self.path, content=self.body, headers=headers)
+
+    def violation(self, response: httpx.Response) -> str | None:
+        return v2_contract_violation(response)
 
 
 # Images ------------------------------------------------------------------------------------
@@ -273,18 +299,142 @@ def predict_requests() -> st.SearchStrategy[PredictRequest]:
     return st.one_of(raw_bodies(), multipart_bodies(), many_parts())
 
 
+V2_PATHS = [
+    "/v2/models/s4net/infer",
+    "/v2/models/s4net/versions/0/infer",
+    "/v2/models/mnist/infer",
+]
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=8)
+)
+ANY_JSON = st.recursive(
+    JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+def bytes_elements(files: list[bytes]) -> bytes:
+    """BYTES elements in the binary tensor data form: a 4-byte little-endian length, then data."""
+    return b"".join(struct.pack("<I", len(file)) + file for file in files)
+
+
+@st.composite
+def v2_tensors(draw) -> tuple[dict, bytes]:
+    """An input tensor and the binary data it brings (if any): a well-formed one with none to
+    three of its fields broken (name, datatype, shape, data, parameters)."""
+    count = draw(st.integers(1, 3))
+    if draw(st.booleans()):
+        tensor: dict = {"name": "images", "datatype": "UINT8", "shape": [count, 28, 28]}
+        pixels = draw(st.binary(min_size=784 * count, max_size=784 * count))
+        as_json = draw(st.booleans())
+        data: object = list(pixels) if as_json else None
+        binary = b"" if as_json else pixels
+    else:
+        tensor = {"name": "image_bytes", "datatype": "BYTES", "shape": [count]}
+        files = draw(st.lists(image_bytes(), min_size=count, max_size=count))
+        as_json = draw(st.integers(0, 3)) == 0
+        data = [base64.b64encode(file).decode() for file in files] if as_json else None
+        binary = b"" if as_json else bytes_elements(files)
+        if as_json:
+            tensor["parameters"] = {"content_type": "base64"}
+    if not as_json:
+        tensor["parameters"] = {"binary_data_size": len(binary)}
+    for breakage in draw(st.lists(st.sampled_from(V2_BREAKAGES), max_size=3)):
+        if breakage == "name":
+            tensor["name"] = draw(st.sampled_from(["images", "image_bytes", "pixels", ""]))
+        elif breakage == "datatype":
+            tensor["datatype"] = draw(st.sampled_from(["UINT8", "BYTES", "FP32", "uint8", ""]))
+        elif breakage == "shape":
+            tensor["shape"] = draw(
+                st.sampled_from([[count, 784], [count, 28, 28, 1], [], [0, 28, 28], [65, 28, 28]])
+                | st.lists(st.integers(-(2**64), 2**64) | st.booleans(), max_size=4)
+            )
+        elif breakage == "data":
+            data = draw(ANY_JSON)
+        elif breakage == "nested" and isinstance(data, list):
+            data = [data]
+        elif breakage == "binary":
+            binary = draw(st.binary(max_size=3000))
+        elif breakage == "binary_data_size":
+            size = draw(st.sampled_from([len(binary) + 1, -1, 0, "12", None]))
+            tensor["parameters"] = {"binary_data_size": size}
+        elif breakage == "parameters":
+            tensor["parameters"] = draw(ANY_JSON)
+    if data is not None:
+        tensor["data"] = data
+    return tensor, binary
+
+
+V2_BREAKAGES = [
+    "name", "datatype", "shape", "data", "nested", "binary", "binary_data_size", "parameters",
+]  # fmt: skip
+
+
+@st.composite
+def v2_requests(draw) -> V2Request:
+    """An infer request: a JSON header, maybe binary data, and a header length that may lie."""
+    one = st.lists(v2_tensors(), min_size=1, max_size=1)
+    tensors = draw(one if draw(st.integers(0, 9)) else st.lists(v2_tensors(), max_size=3))
+    request: dict = {"inputs": [tensor for tensor, _ in tensors]}
+    flags = st.booleans() if draw(st.integers(0, 9)) else ANY_JSON
+    if draw(st.booleans()):
+        outputs = st.permutations(["probabilities", "digit"]).flatmap(
+            lambda names: st.tuples(*(st.fixed_dictionaries(
+                {"name": st.just(name)}, optional={"parameters": st.fixed_dictionaries(
+                    {"binary_data": flags})}) for name in names))
+        ).map(list)  # fmt: skip
+        request["outputs"] = draw(outputs.map(lambda o: o[: len(o) - 1] or o) | outputs)
+        if not draw(st.integers(0, 9)):
+            request["outputs"] = draw(ANY_JSON | st.just([{"name": "logits"}]))
+    if draw(st.booleans()):
+        request["parameters"] = {"binary_data_output": draw(flags)}
+    if draw(st.booleans()):
+        request["id"] = draw(st.text(max_size=10) if draw(st.integers(0, 9)) else ANY_JSON)
+    if draw(st.integers(0, 19)) == 0:
+        request = draw(ANY_JSON)
+    header = json.dumps(request).encode()
+    binary = b"".join(data for _, data in tensors)
+    length = None
+    if binary or draw(st.integers(0, 5)) == 0:
+        lengths = [str(len(header)), str(len(header) - 1), str(len(header) + 1), "-1"]
+        length = (
+            str(len(header))
+            if draw(st.integers(0, 3))
+            else draw(st.sampled_from(lengths) | HEADER_TEXT)
+        )
+    path = V2_PATHS[0] if draw(st.integers(0, 5)) else draw(st.sampled_from(V2_PATHS))
+    return V2Request("v2", path, length, header + binary)
+
+
+def v2_contract_violation(response: httpx.Response) -> str | None:
+    """Why an infer answer breaks the contract (200, or 4xx with a JSON string error), or None."""
+    if response.status_code == 200:
+        length = response.headers.get(HEADER_LENGTH)
+        header = response.content[: int(length)] if length else response.content
+        return None if "outputs" in json.loads(header) else "200 without outputs"
+    return error_violation(response, "error")
+
+
 def contract_violation(response: httpx.Response) -> str | None:
     """Why an answer breaks the contract (200, or 4xx with a JSON string detail), or None."""
     if response.status_code == 200:
         answer = response.json()  # /predict's predictions, or /read's numbers
         return None if "predictions" in answer or "numbers" in answer else "200 without an answer"
+    return error_violation(response, "detail")
+
+
+def error_violation(response: httpx.Response, key: str) -> str | None:
+    """Why an error answer is not a 4xx whose JSON body has a string ``key``, or None."""
     if not 400 <= response.status_code < 500:
         return f"status {response.status_code}: {response.text[:300]}"
     try:
-        detail = response.json()["detail"]
+        reason = response.json()[key]
     except (ValueError, KeyError, TypeError):
-        return f"status {response.status_code} without a JSON detail: {response.text[:300]}"
-    return None if isinstance(detail, str) else f"detail is not a string: {detail!r}"
+        return f"status {response.status_code} without a JSON {key}: {response.text[:300]}"
+    return None if isinstance(reason, str) else f"{key} is not a string: {reason!r}"
 
 
 # The long run ------------------------------------------------------------------------------
@@ -305,7 +455,12 @@ def fuzz_target(use_server: bool) -> Iterator[httpx.Client]:
         yield client
 
 
-def seed_corpus(size: int, random_seed: int) -> list[PredictRequest]:
+ROUTES = {"predict": predict_requests, "v2": v2_requests}
+
+
+def seed_corpus(
+    size: int, random_seed: int, routes: tuple[str, ...] = ("predict",)
+) -> list[PredictRequest | V2Request]:
     """``size`` requests drawn from the strategies (drawing is the slow part: ~5 ms each)."""
     corpus: list[PredictRequest] = []
 
@@ -317,15 +472,15 @@ def seed_corpus(size: int, random_seed: int) -> list[PredictRequest]:
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(request=predict_requests())
-    def collect(request: PredictRequest) -> None:
+    @given(request=st.one_of(*(ROUTES[route]() for route in routes)))
+    def collect(request: PredictRequest | V2Request) -> None:
         corpus.append(request)
 
     collect()
     return corpus
 
 
-def mutated(request: PredictRequest, rng: random.Random) -> PredictRequest:
+def mutated(request: PredictRequest | V2Request, rng: random.Random) -> PredictRequest | V2Request:
     """The request with its body cut, flipped, spliced, repeated or holed a few times (~10 us)."""
     body = bytearray(request.body)
     for _ in range(rng.randint(1, 4)):
@@ -341,12 +496,18 @@ def mutated(request: PredictRequest, rng: random.Random) -> PredictRequest:
             body[at:at] = body[at : at + rng.randint(1, 256)] * rng.randint(2, 50)
         elif mutation == "delete":
             del body[at : at + rng.randint(1, 64)]
-    return PredictRequest(request.kind, request.content_type, bytes(body))
+    return dataclasses.replace(request, body=bytes(body))
 
 
-def fuzz(client: httpx.Client, cases: int, corpus_size: int, random_seed: int) -> dict:
+def fuzz(
+    client: httpx.Client,
+    cases: int,
+    corpus_size: int,
+    random_seed: int,
+    routes: tuple[str, ...] = ("predict",),
+) -> dict:
     """Send the corpus as drawn, then mutants of it, until ``cases`` requests were answered."""
-    corpus = seed_corpus(min(cases, corpus_size), random_seed)
+    corpus = seed_corpus(min(cases, corpus_size), random_seed, routes)
     rng = random.Random(random_seed)
     answers: Counter[str] = Counter()
     failures: list[str] = []
@@ -357,10 +518,8 @@ def fuzz(client: httpx.Client, cases: int, corpus_size: int, random_seed: int) -
             request = mutated(request, rng)
         response = request.send(client)
         answers[f"{request.kind} {response.status_code}"] += 1
-        if problem := contract_violation(response):
-            failures.append(
-                f"{request.kind} {request.content_type!r} {request.body[:80]!r}: {problem}"
-            )
+        if problem := request.violation(response):
+            failures.append(f"{request!r:.200}: {problem}")
     seconds = time.perf_counter() - started
     alive = client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
     return {
@@ -382,13 +541,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=int, default=2000, help="requests drawn by hypothesis")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole run (reproducible)")
     parser.add_argument("--server", action="store_true", help="fuzz a real uvicorn process")
+    parser.add_argument(
+        "--routes", default="predict,v2", help=f"comma-separated, from {', '.join(ROUTES)}"
+    )
     args = parser.parse_args(argv)
     # One request log line per case (and python-multipart's warning per broken body) would bury
     # the report.
     logging.getLogger("s4.requests").setLevel(logging.WARNING)
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     with fuzz_target(args.server) as client:
-        report = fuzz(client, args.cases, args.corpus, args.seed)
+        report = fuzz(client, args.cases, args.corpus, args.seed, tuple(args.routes.split(",")))
     report["target"] = "uvicorn on loopback" if args.server else "in-process app (TestClient)"
     print(json.dumps(report, indent=2))
     return 0 if report["failures"] == 0 and report["ready_after"] else 1

@@ -1,15 +1,17 @@
-"""CPU time per /predict request inside one worker, without HTTP or a load generator.
+"""CPU time per /predict (or v2 infer) request inside one worker, without HTTP or a load generator.
 
     .venv/bin/python -m bench.inprocess                      # 20,000 requests, 16 at a time
     .venv/bin/python -m bench.inprocess --requests 5000 --concurrency 1
+    .venv/bin/python -m bench.inprocess --route v2-uint8
 
 Builds the service as `python -m app` would (default settings, the committed weights), runs its
-lifespan, then sends multipart uploads of the first MNIST test digit (as httpx writes them)
-straight into the ASGI app on uvloop, as uvicorn would after parsing the HTTP request, and
-checks every answer. It prints the process's CPU time per request, split into the event loop's
-thread and the others (the forward thread, mostly). With no wrk and no sockets sharing the
-cores, it moves far less with the machine's drift than bench/serve.py, so it is the quicker way
-to compare two versions of the request path; bench/serve.py remains the end-to-end figure.
+lifespan, then sends the first MNIST test digit as bench.serve's routes do (by default /predict:
+a multipart upload as httpx writes it) straight into the ASGI app on uvloop, as uvicorn would
+after parsing the HTTP request, and checks every answer's status. It prints the process's CPU time
+per request, split into the event loop's thread and the others (the forward thread, mostly).
+With no wrk and no sockets sharing the cores, it moves far less with the machine's drift than
+bench/serve.py, so it is the quicker way to compare two versions of the request path;
+bench/serve.py remains the end-to-end figure.
 """
 
 import argparse
@@ -26,12 +28,20 @@ import uvloop
 from app.main import create_app
 from app.metrics import REQUEST_LOG
 from app.settings import Settings
-from bench.load import multipart
-from bench.serve import COMMITTED_WEIGHTS, prepare_digit
+from bench.serve import (
+    COMMITTED_WEIGHTS,
+    MNIST_DIR,
+    ROUTE_NAMES,
+    TEST_IMAGES,
+    Route,
+    make_routes,
+    prepare_digit,
+    read_idx,
+)
 
 
-async def post(app, content_type: str, body: bytes, digit: int) -> None:
-    """One /predict request through the ASGI interface, its answer checked."""
+async def post(app, route: Route, digit: int) -> None:
+    """One request through the ASGI interface, its answer checked."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -41,17 +51,19 @@ async def post(app, content_type: str, body: bytes, digit: int) -> None:
         "scheme": "http",
         "method": "POST",
         "root_path": "",
-        "path": "/predict",
-        "raw_path": b"/predict",
+        "path": route.path,
+        "raw_path": route.path.encode(),
         "query_string": b"",
         "headers": [
             (b"host", b"127.0.0.1:8000"),
-            (b"content-type", content_type.encode("latin-1")),
-            (b"content-length", str(len(body)).encode()),
+            (b"content-type", route.content_type.encode("latin-1")),
+            (b"content-length", str(len(route.body)).encode()),
         ],
         "state": {},
     }
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    if route.header_length is not None:
+        scope["headers"].append((b"inference-header-content-length", b"%d" % route.header_length))
+    messages = [{"type": "http.request", "body": route.body, "more_body": False}]
     sent = []
 
     async def receive() -> dict:
@@ -63,14 +75,16 @@ async def post(app, content_type: str, body: bytes, digit: int) -> None:
         sent.append(message)
 
     await app(scope, receive, send)
-    status, answer = sent[0]["status"], orjson.loads(sent[1]["body"])
-    if status != 200 or answer["predictions"][0]["digit"] != digit:
-        raise SystemExit(f"unexpected answer: {status} {answer}")
+    status, answer = sent[0]["status"], sent[1]["body"]
+    if route.answer == "json":
+        right = status == 200 and orjson.loads(answer)["predictions"][0]["digit"] == digit
+    else:
+        right = status == 200 and answer[-8:] == bytes([digit]) + bytes(7)
+    if not right:
+        raise SystemExit(f"unexpected answer: {status} {answer[:300]!r}")
 
 
-async def measure(
-    requests: int, concurrency: int, content_type: str, body: bytes, digit: int
-) -> None:
+async def measure(requests: int, concurrency: int, route: Route, digit: int) -> None:
     app = create_app(Settings(weights=COMMITTED_WEIGHTS))
     # The request log goes to /dev/null: writing it is part of the cost, a terminal's speed isn't.
     with open(os.devnull, "w") as devnull:
@@ -79,12 +93,12 @@ async def measure(
                 handler.setStream(devnull)
         async with app.router.lifespan_context(app):
             for _ in range(200):  # warm-up: first passes of each batch size, caches
-                await post(app, content_type, body, digit)
+                await post(app, route, digit)
             slots = asyncio.Semaphore(concurrency)
 
             async def one() -> None:
                 async with slots:
-                    await post(app, content_type, body, digit)
+                    await post(app, route, digit)
 
             wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
             await asyncio.gather(*(one() for _ in range(requests)))
@@ -100,13 +114,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--route", choices=ROUTE_NAMES, default="predict")
     args = parser.parse_args()
     if not COMMITTED_WEIGHTS.exists():
         raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
     with tempfile.TemporaryDirectory() as scratch:
-        work = prepare_digit(Path(scratch))
-        content_type, body = multipart([("digit.png", work.image.read_bytes())])
-    uvloop.run(measure(args.requests, args.concurrency, content_type, body, int(work.label)))
+        image, digit = prepare_digit(Path(scratch))
+        pixels = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[0].numpy()
+        route = make_routes(image.read_bytes(), pixels)[args.route]
+    uvloop.run(measure(args.requests, args.concurrency, route, digit))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Property-based fuzzing of POST /predict and /read, CI-sized (a few thousand requests in all).
+"""Property-based fuzzing of POST /predict, /read and the /v2 infer route, CI-sized (a few
+thousand requests in all).
 
 The strategies are bench/fuzz.py's, whose long run sends 100,000 requests (README "Reliability").
 The contract: every answer is a 200 or a 4xx with a JSON string detail; never a 5xx, never a hang.
@@ -24,6 +25,7 @@ from bench.fuzz import (
     multipart_bodies,
     raw_bodies,
     real_images,
+    v2_requests,
 )
 
 # Pillow warns about these on open; the service refuses them right after (413), as tested here.
@@ -107,3 +109,11 @@ def test_a_png_declaring_too_many_pixels_is_413_before_decoding(client, width, h
     response = post(client, PredictRequest("bomb", "image/png", declared_png(width, height)))
     if width * height > MAX_PIXELS:
         assert response.status_code == 413, response.text
+
+
+@fuzz_settings(1500)
+@given(request=v2_requests())
+def test_v2_infer_requests_of_any_shape_get_200_or_a_4xx_error(client, request):
+    """The Open Inference Protocol's infer route: a 200 with outputs, or a 4xx {"error": ...}."""
+    response = request.send(client)
+    assert request.violation(response) is None, request.violation(response)

@@ -1,0 +1,218 @@
+"""``s4digits``: serve, train, predict and export the S4 net from one command.
+
+    s4digits serve [--host H] [--port P] [--workers N]    python -m app
+    s4digits train [python -m training's options]         python -m training
+    s4digits predict FILE... [--json]                     offline, no server
+    s4digits export --onnx PATH                           the CPU runtime's ONNX graph
+
+Settings come from the environment as for the service (S4_WEIGHTS, S4_DEVICE, ...). Heavy
+imports (torch, the app) happen inside each command, so ``train`` sets its thread policy before
+torch loads and ``--help`` answers at once.
+"""
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PROG = "s4digits"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        return train(extra)  # every option is the training CLI's own
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Read handwritten digits with S4.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_parser = commands.add_parser("serve", help="serve the HTTP API (python -m app)")
+    serve_parser.add_argument("--host", help="address to listen on (else S4_HOST)")
+    serve_parser.add_argument("--port", type=int, help="port (else S4_PORT)")
+    serve_parser.add_argument("--workers", type=int, help="worker processes (else WEB_CONCURRENCY)")
+    serve_parser.set_defaults(run=serve)
+
+    # add_help=False: `s4digits train --help` shows the training CLI's own help.
+    commands.add_parser(
+        "train", add_help=False, help="train the S4 net (python -m training; --help lists options)"
+    )
+
+    add_predict_parser(commands)
+
+    export_parser = commands.add_parser("export", help="write the model for other runtimes")
+    export_parser.add_argument(
+        "--onnx", type=Path, required=True, metavar="PATH", help="write the ONNX graph here"
+    )
+    export_parser.add_argument("--weights", type=Path, help="weights file (else S4_WEIGHTS)")
+    export_parser.set_defaults(run=export)
+    return parser
+
+
+def add_predict_parser(commands: argparse._SubParsersAction) -> None:
+    predict_parser = commands.add_parser(
+        "predict",
+        help="read digits from image files, offline",
+        description="Read the digit in each image file, as the service would, without a server. "
+        "One line per file; exit status 1 if any file could not be read.",
+    )
+    predict_parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    predict_parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict_parser.add_argument("--weights", type=Path, help="weights file (else S4_WEIGHTS)")
+    predict_parser.set_defaults(run=predict)
+
+
+def fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 1
+
+
+# serve, train ------------------------------------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> int:
+    for variable, value in [
+        ("S4_HOST", args.host),
+        ("S4_PORT", args.port),
+        ("WEB_CONCURRENCY", args.workers),
+    ]:
+        if value is not None:
+            os.environ[variable] = str(value)
+    from app.__main__ import main as serve_main
+
+    serve_main()
+    return 0
+
+
+def train(argv: list[str]) -> int:
+    from training.__main__ import main as train_main
+
+    train_main(argv)
+    return 0
+
+
+# predict -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    file: Path
+    probabilities: list[float] | None  # None when the file could not be read
+    error: str | None = None
+
+    @property
+    def digit(self) -> int | None:
+        return (
+            None
+            if self.probabilities is None
+            else max(range(10), key=self.probabilities.__getitem__)
+        )
+
+    def as_json(self) -> dict:
+        if self.error is not None:
+            return {"file": str(self.file), "error": self.error}
+        digit = self.digit
+        return {
+            "file": str(self.file),
+            "digit": digit,
+            "probability": self.probabilities[digit],
+            "probabilities": self.probabilities,
+        }
+
+    def as_text(self) -> str:
+        return f"{self.file}: {self.digit} (probability {self.probabilities[self.digit]:.4f})"
+
+
+def predict_files(files: list[Path], settings) -> list[FilePrediction]:
+    """Each file prepared as /predict prepares an upload (app.pipeline), then one pass per batch
+    through the service's Predictor. Raises WeightsError if the weights cannot be served."""
+    from app.inference import Predictor
+    from app.pipeline import ImageRejected, Upload, prepare
+    from app.weights import WeightsError
+
+    predictor = Predictor(settings)
+    predictor.load()
+    if not predictor.ready:
+        raise WeightsError(predictor.error)
+    results: list[FilePrediction | None] = [None] * len(files)
+    readable: list[tuple[int, object]] = []
+    for index, file in enumerate(files):
+        try:
+            upload = Upload(index, str(file), file.read_bytes())
+            readable.append((index, prepare(upload, settings.max_pixels)))
+        except OSError as exc:
+            results[index] = FilePrediction(file, None, f"cannot read {file}: {exc.strerror}")
+        except ImageRejected as exc:
+            results[index] = FilePrediction(file, None, str(exc))
+    import numpy as np
+
+    batch = settings.batch_max_images
+    for start in range(0, len(readable), batch):
+        chunk = readable[start : start + batch]
+        forward = predictor.forward(np.stack([image.pixels for _, image in chunk]))
+        for (index, _), row in zip(chunk, forward.probabilities, strict=True):
+            results[index] = FilePrediction(files[index], row.tolist())
+    return results
+
+
+def predict(args: argparse.Namespace) -> int:
+    from app.settings import Settings
+    from app.weights import WeightsError
+
+    settings = Settings(weights=args.weights) if args.weights else Settings()
+    try:
+        results = predict_files(args.files, settings)
+    except WeightsError as exc:
+        return fail(f"cannot load the model: {exc}")
+    for result in results:
+        if result.error is not None:
+            print(f"{PROG}: {result.error}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result.as_json()))
+        elif result.error is None:
+            print(result.as_text())
+    return 1 if any(result.error for result in results) else 0
+
+
+# export ------------------------------------------------------------------------------------
+
+
+def export(args: argparse.Namespace) -> int:
+    import onnx
+    import torch
+
+    from app.inference_protocol import model_version
+    from app.runtime import export_onnx_graph
+    from app.settings import Settings
+    from app.weights import WeightsError, atomic_write_bytes, load_weights
+
+    weights_path = args.weights or Settings().weights
+    try:
+        weights = load_weights(weights_path, torch.device("cpu"))
+    except WeightsError as exc:
+        return fail(f"cannot load the weights: {exc}")
+    model = onnx.load_from_string(export_onnx_graph(weights.model))
+    card = weights.card
+    properties = {
+        "weights_sha256": weights.sha256,
+        "model_version": model_version(weights.sha256),
+        "test_accuracy": str(card.get("test_accuracy", "unknown")),
+        "evaluated_on": str(card.get("evaluated_on", "unknown")),
+        "input": "images: uint8 [batch, 28, 28], MNIST form (white ink on black, 0..255)",
+        "output": "probabilities: float32 [batch, 10]",
+    }
+    onnx.helper.set_model_props(model, properties)
+    model.producer_name = PROG
+    atomic_write_bytes(args.onnx, model.SerializeToString())
+    print(
+        f"wrote {args.onnx}: weights sha256 {weights.sha256[:12]}, "
+        f"test accuracy {properties['test_accuracy']}%"
+    )
+    return 0

@@ -1,0 +1,419 @@
+"""The Open Inference Protocol (KServe v2, Triton's HTTP protocol) for the S4 net, without HTTP.
+
+Pure parsing and encoding, independent of FastAPI: app/routers/inference_protocol.py moves the
+bytes. The model ``s4net`` has two inputs, of which a request carries one, and two outputs:
+
+    images       UINT8  [-1, 28, 28]  digits in MNIST form (white ink on black), read as they are
+    image_bytes  BYTES  [-1]          encoded image files, prepared as /predict prepares uploads
+    probabilities FP32  [-1, 10]
+    digit        INT64  [-1]
+
+Tensors come as JSON ``data`` (flat or nested row-major; BYTES as UTF-8 strings, or base64 with
+the input parameter ``content_type: base64``, MLServer's convention) or in the binary tensor data
+extension: ``Inference-Header-Content-Length`` bytes of JSON, then each input's raw bytes
+(``binary_data_size``; BYTES elements each a 4-byte little-endian length and the bytes).
+Outputs are JSON ``data`` unless ``binary_data`` (per output) or ``binary_data_output`` (per
+request) asks for them in binary. Request bodies may be gzip or deflate compressed
+(``decode_content``). Every problem raises ProtocolError with what to fix.
+"""
+
+import base64
+import binascii
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import orjson
+
+from app.pipeline import MNIST_SIZE, PreparedImage
+
+MODEL_NAME = "s4net"
+IMAGES = "images"
+IMAGE_BYTES = "image_bytes"
+PROBABILITIES = "probabilities"
+DIGIT = "digit"
+VERSION_HEX_DIGITS = 12  # a model version is this many leading hex digits of the weights' SHA-256
+INPUTS = [
+    {"name": IMAGES, "datatype": "UINT8", "shape": [-1, MNIST_SIZE, MNIST_SIZE]},
+    {"name": IMAGE_BYTES, "datatype": "BYTES", "shape": [-1]},
+]
+OUTPUTS = [
+    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, 10]},
+    {"name": DIGIT, "datatype": "INT64", "shape": [-1]},
+]
+EXTENSIONS = ["binary_tensor_data"]
+HEADER_LENGTH = "Inference-Header-Content-Length"
+PIXELS_PER_IMAGE = MNIST_SIZE * MNIST_SIZE
+BYTES_LENGTH = struct.Struct("<I")  # the length before each BYTES element in binary data
+
+
+class ProtocolError(Exception):
+    """The request cannot be answered; the message says what to fix. 400 unless told otherwise."""
+
+    def __init__(self, message: str, status_code: int = 400):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool  # raw bytes after the JSON header, instead of JSON data
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    images: np.ndarray | None  # uint8 [n, 28, 28] when the input is `images`
+    encoded: list[bytes] | None  # the files when the input is `image_bytes`
+    outputs: tuple[RequestedOutput, ...]  # in the order to answer them
+
+    @property
+    def count(self) -> int:
+        return len(self.images) if self.images is not None else len(self.encoded)
+
+
+def model_version(weights_sha256: str) -> str:
+    """The served weights' version: the first 12 hex digits of their SHA-256."""
+    return weights_sha256[:VERSION_HEX_DIGITS]
+
+
+def server_metadata() -> dict:
+    try:
+        server_version = version("s4digits")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        server_version = "unknown"
+    return {"name": "s4digits", "version": server_version, "extensions": EXTENSIONS}
+
+
+def model_metadata(versions: list[str], platform: str) -> dict:
+    """``versions``: the served one, or none while no weights are loaded."""
+    return {
+        "name": MODEL_NAME,
+        "versions": versions,
+        "platform": platform,
+        "inputs": INPUTS,
+        "outputs": OUTPUTS,
+    }
+
+
+# Requests ----------------------------------------------------------------------------------
+
+
+def parse_infer_request(
+    body: bytes, header_length: str | None, max_images: int, max_image_bytes: int
+) -> InferRequest:
+    """An inference request's body (and its Inference-Header-Content-Length header, if any)."""
+    header, binary = split_binary(body, header_length)
+    try:
+        request = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"the request is not valid JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise ProtocolError("the request must be a JSON object with `inputs`")
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError("`id` must be a string")
+    parameters = _parameters(request, "the request")
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise ProtocolError(
+            f"`inputs` must hold exactly one input: `{IMAGES}` (UINT8 [n, 28, 28]) or "
+            f"`{IMAGE_BYTES}` (BYTES [n])"
+        )
+    (tensor,) = inputs
+    name = tensor.get("name")
+    if name == IMAGES:
+        images, encoded = _images(tensor, binary, max_images), None
+    elif name == IMAGE_BYTES:
+        images, encoded = None, _encoded_images(tensor, binary, max_images, max_image_bytes)
+    else:
+        raise ProtocolError(
+            f"unknown input {name!r}: send `{IMAGES}` (UINT8 [n, 28, 28]) or `{IMAGE_BYTES}` "
+            "(BYTES [n])"
+        )
+    binary_default = parameters.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise ProtocolError("the request parameter `binary_data_output` must be true or false")
+    outputs = _requested_outputs(request.get("outputs"), binary_default)
+    return InferRequest(request_id, images, encoded, outputs)
+
+
+# Content-Encoding -> zlib's wbits: tritonclient compresses requests with either on request.
+CONTENT_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_content(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """The body as sent before its Content-Encoding (gzip, deflate, or none), refused past
+    ``max_bytes`` decompressed without inflating the rest (a decompression bomb costs nothing)."""
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return body
+    wbits = CONTENT_ENCODINGS.get(encoding.strip().lower())
+    if wbits is None:
+        raise ProtocolError(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"the body is not valid {encoding} data: {exc}") from None
+    if len(data) > max_bytes:
+        raise ProtocolError(f"the body inflates to more than {max_bytes:,} bytes; send less")
+    if not inflater.eof:
+        raise ProtocolError(f"the {encoding} body is truncated")
+    return data
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary data) of a body, as its Inference-Header-Content-Length splits it."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise ProtocolError(
+            f"{HEADER_LENGTH} must be the JSON header's size in bytes, at most the body's "
+            f"{len(body):,} bytes; got {header_length!r}"
+        )
+    split = int(header_length)
+    return body[:split], body[split:]
+
+
+def _parameters(holder: dict, what: str) -> dict:
+    parameters = holder.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise ProtocolError(f"`parameters` of {what} must be a JSON object")
+    return parameters
+
+
+def _shape(tensor: dict, datatype: str, dims: int, max_images: int) -> list[int]:
+    """The input's shape, checked against its metadata; the image count within max_images."""
+    name = tensor["name"]
+    if tensor.get("datatype") != datatype:
+        raise ProtocolError(
+            f"input `{name}` has datatype {tensor.get('datatype')!r}; it must be {datatype}"
+        )
+    shape = tensor.get("shape")
+    expected = next(entry["shape"] for entry in INPUTS if entry["name"] == name)
+    if (
+        not isinstance(shape, list)
+        or len(shape) != dims
+        or not all(type(dim) is int for dim in shape)
+        or any(want != -1 and dim != want for dim, want in zip(shape, expected, strict=True))
+    ):
+        raise ProtocolError(
+            f"input `{name}` has shape {shape!r}; it must be {expected} with -1 the number of "
+            "images"
+        )
+    if shape[0] < 1:
+        raise ProtocolError(f"input `{name}` holds no image (shape {shape}); send at least one")
+    if shape[0] > max_images:
+        raise ProtocolError(
+            f"{shape[0]} images in one request, more than {max_images} (S4_MAX_IMAGES); split "
+            "them over several requests"
+        )
+    return shape
+
+
+def _tensor_source(tensor: dict, binary: bytes) -> tuple[int | None, object]:
+    """(binary_data_size, None) for binary data, (None, the JSON data) otherwise."""
+    name = tensor["name"]
+    parameters = _parameters(tensor, f"input `{name}`")
+    size = parameters.get("binary_data_size")
+    if size is None:
+        if binary:
+            raise ProtocolError(
+                f"the body has {len(binary):,} bytes of binary data, but input `{name}` gives "
+                "no `binary_data_size`"
+            )
+        if "data" not in tensor:
+            raise ProtocolError(f"input `{name}` has neither `data` nor `binary_data_size`")
+        return None, tensor["data"]
+    if type(size) is not int or size != len(binary):
+        raise ProtocolError(
+            f"input `{name}` has binary_data_size {size!r}, but the body holds {len(binary):,} "
+            f"bytes after the JSON header ({HEADER_LENGTH})"
+        )
+    if "data" in tensor:
+        raise ProtocolError(f"input `{name}` has both `data` and `binary_data_size`; send one")
+    return size, None
+
+
+def _images(tensor: dict, binary: bytes, max_images: int) -> np.ndarray:
+    shape = _shape(tensor, "UINT8", 3, max_images)
+    size, data = _tensor_source(tensor, binary)
+    count = shape[0] * PIXELS_PER_IMAGE
+    if size is not None:
+        if size != count:
+            raise ProtocolError(
+                f"input `{IMAGES}` of shape {shape} is {count:,} bytes of UINT8; the binary data "
+                f"has {size:,}"
+            )
+        return np.frombuffer(binary, dtype=np.uint8).reshape(shape)
+    flat = flatten(data, shape, IMAGES)
+    if set(map(type, flat)) != {int}:
+        raise ProtocolError(f"input `{IMAGES}` must hold integers from 0 to 255 (UINT8)")
+    try:
+        pixels = np.array(flat, dtype=np.int64)
+    except OverflowError:
+        pixels = None
+    if pixels is None or pixels.min() < 0 or pixels.max() > 255:
+        raise ProtocolError(f"input `{IMAGES}` must hold integers from 0 to 255 (UINT8)")
+    return pixels.astype(np.uint8).reshape(shape)
+
+
+def flatten(data: object, shape: list[int], name: str) -> list:
+    """JSON tensor data, flat or nested to ``shape``, as a flat row-major list."""
+    count = math.prod(shape)
+    if isinstance(data, list) and len(data) == count and not (data and isinstance(data[0], list)):
+        return data  # flat already; the caller checks the element types
+    flat: list = []
+
+    def walk(node: object, depth: int) -> None:
+        if depth == len(shape):
+            flat.append(node)
+        elif isinstance(node, list) and len(node) == shape[depth]:
+            for child in node:
+                walk(child, depth + 1)
+        else:
+            raise ProtocolError(
+                f"input `{name}` data must be a list of {count:,} elements, or lists nested to "
+                f"its shape {shape}"
+            )
+
+    walk(data, 0)
+    return flat
+
+
+def _encoded_images(
+    tensor: dict, binary: bytes, max_images: int, max_image_bytes: int
+) -> list[bytes]:
+    (count,) = _shape(tensor, "BYTES", 1, max_images)
+    size, data = _tensor_source(tensor, binary)
+    if size is not None:
+        files = split_bytes_elements(binary, count)
+    else:
+        content_type = _parameters(tensor, f"input `{IMAGE_BYTES}`").get("content_type")
+        if content_type not in (None, "str", "base64"):
+            raise ProtocolError(
+                f"input `{IMAGE_BYTES}` content_type {content_type!r} is not supported; use "
+                "base64 (or send the files as binary data)"
+            )
+        strings = flatten(data, [count], IMAGE_BYTES)
+        if not all(isinstance(item, str) for item in strings):
+            raise ProtocolError(f"input `{IMAGE_BYTES}` data must be strings (BYTES)")
+        files = [_file_from_string(item, index, content_type) for index, item in enumerate(strings)]
+    for index, file in enumerate(files):
+        if len(file) > max_image_bytes:
+            raise ProtocolError(
+                f"{IMAGE_BYTES}[{index}] is {len(file):,} bytes, more than the "
+                f"{max_image_bytes:,}-byte limit (S4_MAX_IMAGE_BYTES); send a smaller image"
+            )
+    return files
+
+
+def _file_from_string(item: str, index: int, content_type: str | None) -> bytes:
+    if content_type != "base64":
+        return item.encode()
+    try:
+        return base64.b64decode(item, validate=True)
+    except binascii.Error:
+        raise ProtocolError(f"{IMAGE_BYTES}[{index}] is not valid base64") from None
+
+
+def split_bytes_elements(binary: bytes, count: int) -> list[bytes]:
+    """``count`` BYTES elements in binary form: each a 4-byte little-endian length, then data."""
+    elements, offset = [], 0
+    for index in range(count):
+        if offset + BYTES_LENGTH.size > len(binary):
+            raise ProtocolError(
+                f"the binary data of `{IMAGE_BYTES}` ends before element {index} of {count}"
+            )
+        (length,) = BYTES_LENGTH.unpack_from(binary, offset)
+        offset += BYTES_LENGTH.size
+        if offset + length > len(binary):
+            raise ProtocolError(
+                f"{IMAGE_BYTES}[{index}] claims {length:,} bytes; the binary data ends before"
+            )
+        elements.append(binary[offset : offset + length])
+        offset += length
+    if offset != len(binary):
+        raise ProtocolError(
+            f"the binary data of `{IMAGE_BYTES}` has {len(binary) - offset:,} bytes after its "
+            f"{count} elements"
+        )
+    return elements
+
+
+def _requested_outputs(outputs: object, binary_default: bool) -> tuple[RequestedOutput, ...]:
+    known = [entry["name"] for entry in OUTPUTS]
+    if outputs is None:
+        return tuple(RequestedOutput(name, binary_default) for name in known)
+    if not isinstance(outputs, list) or not outputs:
+        raise ProtocolError(f"`outputs` must be a non-empty list of outputs, from {known}")
+    requested = []
+    for output in outputs:
+        name = output.get("name") if isinstance(output, dict) else None
+        if name not in known:
+            raise ProtocolError(f"unknown output {name!r}: the outputs are {known}")
+        if any(earlier.name == name for earlier in requested):
+            raise ProtocolError(f"output `{name}` is requested twice")
+        parameters = _parameters(output, f"output `{name}`")
+        if "classification" in parameters:
+            raise ProtocolError(f"the classification extension is not supported; read `{DIGIT}`")
+        binary = parameters.get("binary_data", binary_default)
+        if not isinstance(binary, bool):
+            raise ProtocolError(f"`binary_data` of output `{name}` must be true or false")
+        requested.append(RequestedOutput(name, binary))
+    return tuple(requested)
+
+
+def as_prepared_images(images: np.ndarray) -> list[PreparedImage]:
+    """`images` input, read as it is."""
+    return [PreparedImage(input_size=(MNIST_SIZE, MNIST_SIZE), pixels=pixels) for pixels in images]
+
+
+# Responses ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncodedResponse:
+    body: bytes
+    media_type: str
+    headers: dict[str, str]  # Inference-Header-Content-Length when some output is binary
+
+
+def encode_infer_response(
+    request: InferRequest, probabilities: np.ndarray, version: str
+) -> EncodedResponse:
+    """The answer to ``request`` from its images' probabilities (float32 [n, 10])."""
+    tensors = {
+        PROBABILITIES: ("FP32", probabilities.astype("<f4", copy=False)),
+        DIGIT: ("INT64", digits(probabilities).astype("<i8")),
+    }
+    outputs, blobs = [], []
+    for output in request.outputs:
+        datatype, array = tensors[output.name]
+        entry: dict = {"name": output.name, "datatype": datatype, "shape": list(array.shape)}
+        if output.binary:
+            blob = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.ravel()
+        outputs.append(entry)
+    answer: dict = {"model_name": MODEL_NAME, "model_version": version}
+    if request.id is not None:
+        answer["id"] = request.id
+    answer["outputs"] = outputs
+    header = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return EncodedResponse(header, "application/json", {})
+    return EncodedResponse(
+        header + b"".join(blobs), "application/octet-stream", {HEADER_LENGTH: str(len(header))}
+    )
+
+
+def digits(probabilities: np.ndarray) -> np.ndarray:
+    """Each image's digit: its most probable class, as /predict answers it."""
+    return probabilities.argmax(axis=1)
