@@ -24,7 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from app.pipeline import ImageRejected, PreparedImage, ink_levels, ink_to_mnist_form
+from app.pipeline import (
+    ImageRejected,
+    PreparedImage,
+    Upload,
+    decode,
+    ink_levels,
+    ink_to_mnist_form,
+    naming,
+)
 
 # x, y, width, height, in the picture's pixels.
 Box = tuple[int, int, int, int]
@@ -191,6 +199,14 @@ def segment(gray: np.ndarray) -> Segmentation:
     return segmentation
 
 
+def segment_upload(upload: Upload, max_pixels: int) -> Segmentation:
+    """Decode an upload and ``segment`` it; ImageRejected & kin name the upload, as /predict's."""
+    try:
+        return segment(decode(upload.data, max_pixels))
+    except ImageRejected as exc:
+        raise naming(upload, exc) from None
+
+
 def components(labels: np.ndarray, count: int) -> list[_Piece]:
     """One piece per connected component of ``labels`` (scipy.ndimage.label's)."""
     return [
@@ -352,3 +368,23 @@ def read_number(gray: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]) -
     segmentation = segment(gray)
     pixels = np.stack([candidate.pixels for candidate in segmentation.candidates])
     return choose(segmentation, forward(pixels))
+
+
+def encode_number(upload: Upload, reading: NumberReading, size: tuple[int, int]) -> dict:
+    """One picture's answer, shaped as ``app.schemas.NumberReading``."""
+    return {
+        "index": upload.index,
+        "filename": upload.filename,
+        "text": reading.text,
+        "probability": reading.probability,
+        "digits": [
+            {
+                "digit": digit.digit,
+                "probability": digit.probability,
+                "box": digit.box,
+                "probabilities": digit.probabilities.tolist(),
+            }
+            for digit in reading.digits
+        ],
+        "input_size": size,
+    }

@@ -2,9 +2,9 @@
 
 Same inputs, limits and errors as /predict: the same pipeline steps (app.pipeline.read_uploads,
 decode), its domain errors answered by the app's one handler for them. Per request: decode and
-segment every picture in a worker thread (app.segmentation.segment), send every candidate digit
-of every picture to the shared batcher in one call, then keep each picture's most confident cuts
-(app.segmentation.choose).
+segment every picture in a worker thread (app.segmentation.segment_upload), send every
+candidate digit of every picture to the shared batcher in one call, then keep each picture's
+most confident cuts (app.segmentation.choose).
 """
 
 import orjson
@@ -15,7 +15,7 @@ from starlette.responses import Response
 from app import pipeline
 from app.routers.predict import REQUEST_BODY
 from app.schemas import ReadResponse, error_responses
-from app.segmentation import NumberReading, Segmentation, choose, segment
+from app.segmentation import Segmentation, choose, encode_number, segment_upload
 
 READ_ERRORS = error_responses(
     s400="Malformed multipart body.",
@@ -30,35 +30,9 @@ router = APIRouter(tags=["read"])
 
 
 def segment_uploads(uploads: list[pipeline.Upload], max_pixels: int) -> list[Segmentation]:
-    """Decode and segment every upload (CPU work, run in a worker thread). The first picture
-    that cannot be read fails the request, with a message that names it, as on /predict."""
-    segmentations = []
-    for upload in uploads:
-        try:
-            segmentations.append(segment(pipeline.decode(upload.data, max_pixels)))
-        except pipeline.ImageRejected as exc:
-            raise pipeline.naming(upload, exc) from None
-    return segmentations
-
-
-def encode_number(upload: pipeline.Upload, reading: NumberReading, size: tuple[int, int]) -> dict:
-    """One picture's answer, shaped as ``NumberReading`` (app.schemas)."""
-    return {
-        "index": upload.index,
-        "filename": upload.filename,
-        "text": reading.text,
-        "probability": reading.probability,
-        "digits": [
-            {
-                "digit": digit.digit,
-                "probability": digit.probability,
-                "box": digit.box,
-                "probabilities": digit.probabilities.tolist(),
-            }
-            for digit in reading.digits
-        ],
-        "input_size": size,
-    }
+    """``segment_upload`` each upload, in order (CPU work, run in a worker thread); the first
+    picture that cannot be read fails the request, with a message that names it."""
+    return [segment_upload(upload, max_pixels) for upload in uploads]
 
 
 @router.post(
