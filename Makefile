@@ -42,9 +42,8 @@ image-lint: setup
 	$(BIN)/kubernetes-validate --strict $(wildcard deploy/k8s/*.yaml deploy/k8s/*/*.yaml)
 
 # image-lint, then the image's install-and-start path in a fresh venv (a minute or more): the
-# Dockerfile's own install RUN and CMD, and a real request to /predict. torch comes from the
-# Dockerfile's TORCH_INDEX_URL unless the environment sets one; set it empty to take torch from
-# pip's usual index and find-links.
+# Dockerfile's own install RUN and CMD, and a real request to /predict: the CPU image's install,
+# without torch, unless EXTRAS names extras (EXTRAS=gpu: the CUDA image's).
 image-check: image-lint
 	S4_TEST_IMAGE_INSTALL=1 $(BIN)/python -m pytest tests/test_docker_image.py
 

@@ -240,20 +240,16 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    import onnx
-    import torch
-
     from app.inference_protocol import model_version
-    from app.runtime import export_onnx_graph
+    from app.onnx_graph import build_onnx_graph
     from app.settings import Settings
     from app.weights import WeightsError, atomic_write_bytes, load_weights
 
     weights_path = args.weights or Settings().weights
     try:
-        weights = load_weights(weights_path, torch.device("cpu"))
+        weights = load_weights(weights_path)
     except WeightsError as exc:
         return fail(f"cannot load the weights: {exc}")
-    model = onnx.load_from_string(export_onnx_graph(weights.model))
     card = weights.card
     properties = {
         "weights_sha256": weights.sha256,
@@ -263,9 +259,7 @@ def export(args: argparse.Namespace) -> int:
         "input": "images: uint8 [batch, 28, 28], MNIST form (white ink on black, 0..255)",
         "output": "probabilities: float32 [batch, 10]",
     }
-    onnx.helper.set_model_props(model, properties)
-    model.producer_name = PROG
-    atomic_write_bytes(args.onnx, model.SerializeToString())
+    atomic_write_bytes(args.onnx, build_onnx_graph(weights.tensors, properties))
     print(
         f"wrote {args.onnx}: weights sha256 {weights.sha256[:12]}, "
         f"test accuracy {properties['test_accuracy']}%"

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from app.architecture import INPUT_SHAPE
 from app.device import DeviceUnavailable, resolve_device
-from app.model import INPUT_SHAPE
 from app.runtime import Runtime, RuntimeUnavailable, make_runtime
 from app.settings import Settings
 from app.weights import LoadedWeights, WeightsError, load_weights
@@ -50,7 +49,7 @@ class Predictor:
         self.cpu_threads = settings.cpu_threads
         # A forward pass holds up to batch_max_images, or one request's images if it has more.
         self.largest_batch = max(settings.batch_max_images, settings.max_images)
-        self.device = torch.device("cpu")
+        self.device = "cpu"  # or "cuda"
         self.served: ServedModel | None = None
         self.error: str | None = "weights not loaded yet"
         self.load_seconds: float | None = None
@@ -71,13 +70,8 @@ class Predictor:
         return served.runtime.name if served else None
 
     def load(self) -> None:
-        """Load, verify and warm up the weights; on failure keep serving health and say why.
-
-        The CPU thread count is set here, before the first forward pass, because torch's default
-        (one thread per core in every worker process) oversubscribes the CPUs.
-        """
+        """Load, verify and warm up the weights; on failure keep serving health and say why."""
         started = time.perf_counter()
-        torch.set_num_threads(self.cpu_threads)
         try:
             device = self._resolve_device()
             served = self._load_verified(self.weights_path, device)
@@ -104,15 +98,18 @@ class Predictor:
             self.weights_path, self.served, self.error = path, served, None
         return served.weights
 
-    def _resolve_device(self) -> torch.device:
+    def _resolve_device(self) -> str:
         try:
             return resolve_device(self.requested_device)
         except DeviceUnavailable as exc:  # say which setting asked for it
             raise DeviceUnavailable(f"S4_DEVICE={self.requested_device}: {exc}") from None
 
-    def _load_verified(self, weights_path: Path, device: torch.device) -> ServedModel:
-        weights = load_weights(weights_path, device)
-        runtime = make_runtime(self.requested_runtime, weights.model, device, self.cpu_threads)
+    def _load_verified(self, weights_path: Path, device: str) -> ServedModel:
+        weights = load_weights(weights_path)
+        dropout = float(weights.card.get("dropout", 0.0))
+        runtime = make_runtime(
+            self.requested_runtime, weights.tensors, device, self.cpu_threads, dropout
+        )
         # The first passes allocate and pick kernels; pay that before /ready says yes. The largest
         # pass also grows ONNX Runtime's memory arena to its final size, so a worker's memory is
         # flat from the start instead of creeping up as ever larger batches first occur.

@@ -2,19 +2,18 @@
 
 The architecture is a contract (``shared/spec/s4-net.md``): block names, layer order, output
 shapes and parameter counts must match the spec table row for row, because GET /model reports
-them and clients may rely on them. Training (``training/``) and serving (``app/``) both import the
-net from here, so there is exactly one definition.
+them and clients may rely on them. This is the net in torch, for training (``training/``) and the
+torch runtime; its layers as torch-free data (GET /model, the weights check, the CPU worker's ONNX
+graph) are app/architecture.py, and the tests hold the two to each other.
 """
 
+from collections.abc import Mapping
+
+import numpy as np
 import torch
 from torch import nn
 
-# MNIST's pixel statistics after scaling to [0, 1]; training and serving both normalise with these.
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
-
-INPUT_SHAPE = (1, 28, 28)
-NUM_CLASSES = 10
+from app.architecture import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 
 # Chosen by experiment on a held-out slice of the training set (5,000 held-out training images;
 # 5-epoch runs on 15,000 others): rate 0 -> 98.60 %, 0.05 -> 98.44 %, 0.1 -> 97.86 %. With batch
@@ -75,3 +74,10 @@ class S4Net(nn.Module):
         x = self.tblock2(x)
         x = self.cblock3(x)
         return self.outblock(x)
+
+
+def net_from_tensors(tensors: Mapping[str, np.ndarray], dropout: float = DEFAULT_DROPOUT) -> S4Net:
+    """An S4Net in eval mode holding these tensors (a weights file's, already checked to fit)."""
+    net = S4Net(dropout=dropout)
+    net.load_state_dict({name: torch.from_numpy(t.copy()) for name, t in tensors.items()})
+    return net.eval()

@@ -7,29 +7,48 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-import torch
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Each worker is a process with its own model (~360 MiB resident); past this many, scale out
-# with more machines or replicas rather than filling one host with processes by default.
+from app.device import nvidia_gpu_present, torch_installed
+
+# Each worker is a process with its own model (~100 MiB resident on the CPU); past this many,
+# scale out with more machines or replicas rather than filling one host with processes by default.
 MAX_DEFAULT_WORKERS = 8
 
 
+def cgroup_cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """This container's CPU quota in CPUs (e.g. 1.5), or None when it has none.
+
+    cgroup v2 keeps it in cpu.max ("max 100000" or "150000 100000"); cgroup v1 in
+    cpu/cpu.cfs_quota_us (-1: none) and cpu/cpu.cfs_period_us.
+    """
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for v1_dir in ("cpu", "cpu,cpuacct"):
+        try:
+            quota_us = int((cgroup_root / v1_dir / "cpu.cfs_quota_us").read_text())
+            period_us = int((cgroup_root / v1_dir / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
+
+
 def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota if any.
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota if any.
 
     In a container limited with `docker run --cpus 2` (or a Kubernetes CPU limit) the affinity
-    mask still lists every core of the host; the quota in /sys/fs/cgroup/cpu.max does not.
+    mask still lists every core of the host; the cgroup quota (v1 or v2) does not.
     """
     cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-    except (OSError, ValueError):
+    quota = cgroup_cpu_quota()
+    if quota is None:
         return cpus
-    if quota == "max":
-        return cpus
-    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+    return max(1, min(cpus, math.ceil(quota)))
 
 
 def default_workers() -> int:
@@ -38,7 +57,7 @@ def default_workers() -> int:
     For a net this small, worker processes scale and CPU threads within one process do not:
     measured in the README's Performance section.
     """
-    if torch.cuda.is_available():
+    if torch_installed() and nvidia_gpu_present():  # without importing torch (seconds)
         return 1
     return min(available_cpus(), MAX_DEFAULT_WORKERS)
 

@@ -12,14 +12,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+from safetensors.numpy import load as load_safetensors
 
-from app.model import S4Net
+from app.architecture import tensor_problems
+
+if TYPE_CHECKING:  # training's side only: serving never imports torch
+    from app.model import S4Net
 
 
 class WeightsError(Exception):
@@ -28,7 +30,7 @@ class WeightsError(Exception):
 
 @dataclass(frozen=True)
 class LoadedWeights:
-    model: S4Net  # in eval mode, on the requested device
+    tensors: dict[str, np.ndarray]  # the state dict, checked to fit the S4 net
     path: Path
     sha256: str
     card: dict[str, Any]
@@ -63,13 +65,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_weights(model: S4Net, weights_path: Path, card: dict[str, Any]) -> dict[str, Any]:
+def save_weights(model: "S4Net", weights_path: Path, card: dict[str, Any]) -> dict[str, Any]:
     """Write the weights and their card atomically; returns the card as written.
 
     The card gains ``weights_file``, ``weights_sha256`` and ``dropout``. The weights go first: a
     crash between the two writes leaves a card whose checksum no longer matches, which the loader
     reports instead of serving mismatched weights.
     """
+    from safetensors.torch import save as save_safetensors
+
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
     }
@@ -88,7 +92,7 @@ def save_weights(model: S4Net, weights_path: Path, card: dict[str, Any]) -> dict
     return full_card
 
 
-def load_weights(weights_path: Path, device: torch.device) -> LoadedWeights:
+def load_weights(weights_path: Path) -> LoadedWeights:
     """Load and verify weights + card, or raise WeightsError saying which file and what is wrong."""
     card_path = card_path_for(weights_path)
     try:
@@ -122,13 +126,8 @@ def load_weights(weights_path: Path, device: torch.device) -> LoadedWeights:
             f"weights file {weights_path} is not a valid safetensors file: {exc}"
         ) from None
 
-    model = S4Net(dropout=float(card.get("dropout", 0.0)))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        problem = str(exc).replace("\n", " ").replace("\t", "")
+    if problems := tensor_problems(state):
         raise WeightsError(
-            f"weights file {weights_path} does not fit the S4 net: {problem}"
-        ) from None
-    model.to(device).eval()
-    return LoadedWeights(model=model, path=weights_path, sha256=digest, card=card)
+            f"weights file {weights_path} does not fit the S4 net: {'; '.join(problems)}"
+        )
+    return LoadedWeights(tensors=state, path=weights_path, sha256=digest, card=card)

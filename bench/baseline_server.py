@@ -15,12 +15,12 @@ import torch
 from fastapi import FastAPI, UploadFile
 from PIL import Image
 
-from app.model import normalize
+from app.model import net_from_tensors, normalize
 from app.weights import load_weights
 
-model = load_weights(
-    Path(os.environ.get("S4_WEIGHTS", "weights/s4net.safetensors")), torch.device("cpu")
-).model
+model = net_from_tensors(
+    load_weights(Path(os.environ.get("S4_WEIGHTS", "weights/s4net.safetensors"))).tensors
+)
 app = FastAPI()
 
 

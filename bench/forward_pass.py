@@ -22,9 +22,11 @@ import onnxruntime
 import torch
 from torchinfo import summary
 
+from app.architecture import INPUT_SHAPE
 from app.device import resolve_device
-from app.model import INPUT_SHAPE, S4Net
-from app.runtime import OnnxRuntime, TorchRuntime
+from app.model import S4Net
+from app.runtime import OnnxRuntime
+from app.torch_runtime import TorchRuntime
 
 
 def cpu_peak_gflops() -> float:
@@ -60,7 +62,7 @@ def main() -> None:
     parser.add_argument("--peak-gflops", type=float, help="peak fp32 GFLOP/s to compare against")
     args = parser.parse_args()
 
-    device = resolve_device(args.device)
+    device = torch.device(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     net = S4Net().to(device).eval()
     runtimes = {
@@ -68,7 +70,8 @@ def main() -> None:
         "torch": TorchRuntime(net, device),
     }
     if device.type == "cpu":
-        runtimes["onnxruntime"] = OnnxRuntime(net, args.threads)
+        state = {name: t.detach().cpu().numpy() for name, t in net.state_dict().items()}
+        runtimes["onnxruntime"] = OnnxRuntime(state, args.threads)
     macs = summary(S4Net(), input_size=(1, *INPUT_SHAPE), verbose=0).total_mult_adds
     peak = args.peak_gflops or (cpu_peak_gflops() if device.type == "cpu" else None)
     print(

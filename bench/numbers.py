@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from app.pipeline import crop_to_ink
@@ -128,7 +127,7 @@ def samples(source: str, count_per_cell: int, seed: int) -> list[Sample]:
 
 
 def committed_forward():
-    return OnnxRuntime(load_weights(COMMITTED_WEIGHTS, torch.device("cpu")).model, threads=1)
+    return OnnxRuntime(load_weights(COMMITTED_WEIGHTS).tensors, threads=1)
 
 
 @dataclass

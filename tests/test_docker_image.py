@@ -265,13 +265,12 @@ def test_image_install_and_start_path_serves_a_real_prediction(tmp_path: Path, m
     venv_copies = [i for i in runtime if i.keyword == "COPY" and "--from=" in i.arguments]
     assert [without_flags(i.arguments) for i in venv_copies] == [[image_venv, image_venv]]
     venv = tmp_path / "venv"
-    # The Dockerfile's torch index unless TORCH_INDEX_URL is set; CI sets it empty, since its pip
-    # finds the CPU torch wheel locally and PyTorch's index is out of reach there.
-    torch_index = os.environ.get("TORCH_INDEX_URL", build_arg_default(build, "TORCH_INDEX_URL"))
+    # The Dockerfile's extras (none: the CPU image) unless EXTRAS is set.
+    extras = os.environ.get("EXTRAS", build_arg_default(build, "EXTRAS"))
     installed = subprocess.run(
         [f"./{script}", str(venv)],
         cwd=source_dir,
-        env={**os.environ, "TORCH_INDEX_URL": torch_index},
+        env={**os.environ, "EXTRAS": extras},
         capture_output=True,
         text=True,
         timeout=INSTALL_TIMEOUT_S,

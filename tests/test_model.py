@@ -5,8 +5,9 @@ import re
 import pytest
 import torch
 
+from app.architecture import format_summary_table, layer_rows, parameter_shapes
 from app.device import DeviceUnavailable, resolve_device
-from app.layers import format_summary_table, layer_summary
+from app.layers import layer_summary
 from app.model import S4Net, normalize
 from tests.conftest import SPEC_PATH
 
@@ -60,6 +61,16 @@ def test_text_summary_is_the_spec_table_byte_for_byte(net):
     assert format_summary_table(layer_summary(net), trainable) == spec_table()
 
 
+def test_the_architecture_table_gives_torchinfos_rows(net):
+    """GET /model's rows come from app.architecture without torch: they must be torchinfo's."""
+    assert layer_rows() == layer_summary(net)
+
+
+def test_the_architecture_table_names_every_tensor_of_the_state_dict(net):
+    expected = {name: tuple(tensor.shape) for name, tensor in net.state_dict().items()}
+    assert parameter_shapes() == expected  # same names, shapes and order
+
+
 def test_a_wrong_row_would_fail_the_comparison(net):
     """Guard against a vacuous comparison: change one layer and the table must differ."""
     altered = S4Net()
@@ -99,6 +110,6 @@ def test_normalize_uses_mnist_statistics():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_missing_gpu_is_named_not_faked():
-    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("auto") == "cpu"
     with pytest.raises(DeviceUnavailable, match="no CUDA device"):
         resolve_device("cuda")

@@ -1,12 +1,16 @@
 """The two runtimes (app/runtime.py) read digits identically; the service picks the right one."""
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from app.inference import Predictor
-from app.runtime import OnnxRuntime, RuntimeUnavailable, TorchRuntime, make_runtime
+from app.model import net_from_tensors
+from app.onnx_graph import build_onnx_graph
+from app.runtime import OnnxRuntime, RuntimeUnavailable, make_runtime
 from app.settings import Settings
+from app.torch_runtime import TorchRuntime
 from app.weights import load_weights
 
 
@@ -16,9 +20,9 @@ def read_all(runtime, images: np.ndarray) -> np.ndarray:
 
 def test_onnxruntime_reads_every_test_image_as_torch_does(reading_weights, mnist_test_set):
     images, labels = mnist_test_set
-    net = load_weights(reading_weights, torch.device("cpu")).model
-    by_torch = read_all(TorchRuntime(net, torch.device("cpu")), images)
-    by_onnx = read_all(OnnxRuntime(net, threads=1), images)
+    tensors = load_weights(reading_weights).tensors
+    by_torch = read_all(TorchRuntime(net_from_tensors(tensors), torch.device("cpu")), images)
+    by_onnx = read_all(OnnxRuntime(tensors, threads=1), images)
     assert by_onnx.dtype == np.float32 and by_onnx.shape == (10_000, 10)
     assert np.array_equal(by_onnx.argmax(1), by_torch.argmax(1))  # the same 10,000 digits
     assert np.abs(by_onnx - by_torch).max() < 1e-5
@@ -47,6 +51,23 @@ def test_runtime_setting_on_the_cpu(untrained_weights, requested, expected):
 
 
 def test_onnxruntime_is_refused_on_a_gpu(untrained_weights):
-    net = load_weights(untrained_weights, torch.device("cpu")).model
+    tensors = load_weights(untrained_weights).tensors
     with pytest.raises(RuntimeUnavailable, match="S4_RUNTIME=torch"):
-        make_runtime("onnxruntime", net, torch.device("cuda"), threads=1)
+        make_runtime("onnxruntime", tensors, "cuda", threads=1)
+
+
+def test_the_graph_is_valid_onnx(untrained_weights):
+    """The graph is written without the onnx package; onnx's own parser and checker accept it."""
+    model = onnx.load_from_string(build_onnx_graph(load_weights(untrained_weights).tensors))
+    onnx.checker.check_model(model, full_check=True)  # also infers every shape
+    assert [i.name for i in model.graph.input] == ["images"]
+    output = model.graph.output[0]
+    assert output.name == "probabilities"
+    assert [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim] == ["batch", 10]
+
+
+def test_tensors_that_do_not_fit_get_no_graph(untrained_weights):
+    tensors = dict(load_weights(untrained_weights).tensors)
+    tensors["cblock1.0.weight"] = np.zeros((16, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"cblock1\.0\.weight has shape \[16, 1, 3, 3\]"):
+        build_onnx_graph(tensors)

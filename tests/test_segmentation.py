@@ -6,7 +6,6 @@ committed weights (bench/numbers.py composes them; tests/test_numbers_bench.py r
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from app.pipeline import BlankImage, ink_levels, ink_to_mnist_form
@@ -160,7 +159,7 @@ def test_choose_keeps_the_cuts_the_net_is_most_confident_about():
 
 @pytest.fixture(scope="module")
 def forward(reading_weights):
-    return OnnxRuntime(load_weights(reading_weights, torch.device("cpu")).model, threads=1)
+    return OnnxRuntime(load_weights(reading_weights).tensors, threads=1)
 
 
 @pytest.mark.parametrize("paper_style", [False, True], ids=["white-on-black", "black-on-white"])

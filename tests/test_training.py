@@ -43,7 +43,7 @@ def test_smoke_run_writes_loadable_weights_card_and_plots(mnist_dir: Path, tmp_p
     argv += ["--train-limit", "2000", "--test-limit", "1000", "--batch-size", "100"]
     main(argv)
 
-    loaded = load_weights(tmp_path / "weights" / "s4net.safetensors", torch.device("cpu"))
+    loaded = load_weights(tmp_path / "weights" / "s4net.safetensors")
     card = loaded.card
     assert card["weights_sha256"] == loaded.sha256
     assert card["parameters"] == 19_570

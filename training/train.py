@@ -133,7 +133,7 @@ def train(config: TrainConfig, data: Mnist, checkpoint_path: Path, resume: bool)
     With ``resume`` and an existing checkpoint, continue from it (a finished run just re-evaluates).
     """
     try:
-        device = resolve_device(config.device)
+        device = torch.device(resolve_device(config.device))
     except DeviceUnavailable as exc:
         raise SystemExit(f"--device {config.device}: {exc}") from None
     train_x, train_y, eval_x, eval_y, evaluated_on = split_data(data, config)

@@ -6,10 +6,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 
+from app.architecture import INPUT_SHAPE, LayerRow, format_summary_table, layer_rows
 from app.dependencies import get_predictor
 from app.inference import Predictor
-from app.layers import LayerRow, format_summary_table, layer_summary
-from app.model import INPUT_SHAPE, S4Net
 from app.schemas import Layer, ModelSummary, WeightsInfo, error_responses
 
 router = APIRouter(tags=["model"])
@@ -17,10 +16,12 @@ router = APIRouter(tags=["model"])
 
 @cache
 def _architecture() -> tuple[list[LayerRow], int]:
-    """Rows and trainable-parameter count; they depend only on the architecture, so run once."""
-    net = S4Net()
-    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    return layer_summary(net), trainable
+    """Rows and trainable-parameter count; they depend only on the architecture, so run once.
+
+    From the architecture table, without torch: every parameter of the S4 net is trainable.
+    """
+    rows = layer_rows()
+    return rows, sum(row.params for row in rows)
 
 
 def _weights_info(predictor: Predictor) -> WeightsInfo:
