@@ -2,7 +2,7 @@
 
     s4digits serve [--host H] [--port P] [--workers N]    python -m app
     s4digits train [python -m training's options]         python -m training
-    s4digits predict FILE... [--json]                     offline, no server
+    s4digits predict FILE... [--json] [--number]          offline, no server
     s4digits export --onnx PATH                           the CPU runtime's ONNX graph
 
 Settings come from the environment as for the service (S4_WEIGHTS, S4_DEVICE, ...). Heavy
@@ -65,6 +65,11 @@ def add_predict_parser(commands: argparse._SubParsersAction) -> None:
     )
     predict_parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     predict_parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict_parser.add_argument(
+        "--number",
+        action="store_true",
+        help="read each file as a whole number (several digits), as POST /read does",
+    )
     predict_parser.add_argument("--weights", type=Path, help="weights file (else S4_WEIGHTS)")
     predict_parser.set_defaults(run=predict)
 
@@ -130,17 +135,24 @@ class FilePrediction:
         return f"{self.file}: {self.digit} (probability {self.probabilities[self.digit]:.4f})"
 
 
-def predict_files(files: list[Path], settings) -> list[FilePrediction]:
-    """Each file prepared as /predict prepares an upload (app.pipeline), then one pass per batch
-    through the service's Predictor. Raises WeightsError if the weights cannot be served."""
+def loaded_predictor(settings):
+    """The service's Predictor, loaded; raises WeightsError if the weights cannot be served."""
     from app.inference import Predictor
-    from app.pipeline import ImageRejected, Upload, prepare
     from app.weights import WeightsError
 
     predictor = Predictor(settings)
     predictor.load()
     if not predictor.ready:
         raise WeightsError(predictor.error)
+    return predictor
+
+
+def predict_files(files: list[Path], settings) -> list[FilePrediction]:
+    """Each file prepared as /predict prepares an upload (app.pipeline), then one pass per batch
+    through the service's Predictor. Raises WeightsError if the weights cannot be served."""
+    from app.pipeline import ImageRejected, Upload, prepare
+
+    predictor = loaded_predictor(settings)
     results: list[FilePrediction | None] = [None] * len(files)
     readable: list[tuple[int, object]] = []
     for index, file in enumerate(files):
@@ -162,13 +174,56 @@ def predict_files(files: list[Path], settings) -> list[FilePrediction]:
     return results
 
 
+@dataclass(frozen=True)
+class FileNumber:
+    file: Path
+    answer: dict | None  # /read's answer for this picture; None when it could not be read
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        if self.error is not None:
+            return {"file": str(self.file), "error": self.error}
+        return {"file": str(self.file)} | {
+            key: value for key, value in self.answer.items() if key not in ("index", "filename")
+        }
+
+    def as_text(self) -> str:
+        return f"{self.file}: {self.answer['text']} (probability {self.answer['probability']:.4f})"
+
+
+def read_number_files(files: list[Path], settings) -> list[FileNumber]:
+    """Each file read as /read reads a picture (app.segmentation), its candidate digits in one
+    pass through the service's Predictor. Raises WeightsError if the weights cannot be served."""
+    import numpy as np
+
+    from app.pipeline import ImageRejected, Upload
+    from app.segmentation import choose, encode_number, segment_upload
+
+    predictor = loaded_predictor(settings)
+    results = []
+    for index, file in enumerate(files):
+        try:
+            upload = Upload(index, str(file), file.read_bytes())
+            found = segment_upload(upload, settings.max_pixels)
+        except OSError as exc:
+            results.append(FileNumber(file, None, f"cannot read {file}: {exc.strerror}"))
+            continue
+        except ImageRejected as exc:
+            results.append(FileNumber(file, None, str(exc)))
+            continue
+        pixels = np.stack([candidate.pixels for candidate in found.candidates])
+        reading = choose(found, predictor.forward(pixels).probabilities)
+        results.append(FileNumber(file, encode_number(upload, reading, found.input_size)))
+    return results
+
+
 def predict(args: argparse.Namespace) -> int:
     from app.settings import Settings
     from app.weights import WeightsError
 
     settings = Settings(weights=args.weights) if args.weights else Settings()
     try:
-        results = predict_files(args.files, settings)
+        results = (read_number_files if args.number else predict_files)(args.files, settings)
     except WeightsError as exc:
         return fail(f"cannot load the model: {exc}")
     for result in results:

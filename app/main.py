@@ -16,7 +16,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
 from app.pipeline import MicroBatcher, PipelineError
-from app.routers import admin, health, inference_protocol, model_card, page, predict, prometheus
+from app.routers import (
+    admin,
+    health,
+    inference_protocol,
+    model_card,
+    page,
+    predict,
+    prometheus,
+    read,
+)
 from app.schemas import errors_as_text
 from app.settings import Settings, get_settings
 
@@ -24,6 +33,7 @@ DESCRIPTION = """
 Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on MNIST.
 
 * `POST /predict` — one image or many (multipart `file` parts, or the raw image as the body).
+* `POST /read` — whole numbers: each picture's digits, left to right, with their boxes.
 * `POST /v2/models/s4net/infer` — the Open Inference Protocol (KServe v2, Triton's HTTP
   protocol), with its metadata and health routes under `/v2`.
 * `GET /model` — the layer summary (the network's contract) and the served weights' card.
@@ -150,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(PipelineError, predict.pipeline_error_answer)
     # The raw routes go in the app's own routes, first (include_router would wrap them again).
     app.router.routes[:0] = [predict.route, *inference_protocol.infer_routes]
+    app.include_router(read.router)  # POST /read: whole numbers
     app.include_router(health.router)
     app.include_router(model_card.router)
     app.include_router(prometheus.router)

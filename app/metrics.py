@@ -67,6 +67,15 @@ class Metrics:
             buckets=FORWARD_BUCKETS,
             registry=self.registry,
         )
+        self.numbers_read = Counter(
+            "s4_numbers_read", "Pictures answered with a number by /read.", registry=self.registry
+        )
+        self.number_digits = Histogram(
+            "s4_number_digits",
+            "Digits per number read by /read.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.model_load_seconds = Gauge(
             "s4_model_load_seconds",
             "Time to load, verify and warm up the weights at start-up.",
@@ -78,6 +87,12 @@ class Metrics:
         self.images_predicted.inc(len(digits))
         for digit in digits:
             self._digit_counters[digit].inc()
+
+    def record_numbers(self, lengths: list[int]) -> None:
+        """One /read request's numbers, by how many digits each has."""
+        self.numbers_read.inc(len(lengths))
+        for length in lengths:
+            self.number_digits.observe(length)
 
     def record_request(self, method: str, path: str, status: int, seconds: float) -> None:
         key = (method, path, status)

@@ -337,7 +337,7 @@ async def _read_multipart(
 # An image already in that form (is_mnist_form, measured on MNIST) goes straight in, unchanged;
 # anything else (a 28x28 digit cropped tight or stretched included) is brought to it:
 #     decode (decode_gray_png, else decode_image -> to_grayscale) -> to_mnist_form
-#     (ink_levels -> crop_to_ink -> scale_to_box -> center_by_mass)
+#     (ink_levels -> ink_to_mnist_form: crop_to_ink -> scale_to_box -> center_by_mass)
 
 MNIST_SIZE = 28  # the frame, in pixels
 MNIST_BOX = 20  # the longer side of the digit inside the frame
@@ -577,7 +577,12 @@ def to_mnist_form(gray: np.ndarray) -> np.ndarray:
         background = float(np.median(gray))
         check_ink(gray, background, float(gray.max()) - background)
         return gray
-    return center_by_mass(scale_to_box(crop_to_ink(ink_levels(gray))))
+    return ink_to_mnist_form(ink_levels(gray))
+
+
+def ink_to_mnist_form(levels: np.ndarray) -> np.ndarray:
+    """Ink levels (``ink_levels``'s, with some ink) -> uint8 [28, 28]: crop, scale, centre."""
+    return center_by_mass(scale_to_box(crop_to_ink(levels)))
 
 
 def decode(data: bytes, max_pixels: int) -> np.ndarray:
@@ -592,7 +597,12 @@ def prepare(upload: Upload, max_pixels: int) -> PreparedImage:
         gray = decode(upload.data, max_pixels)
         return PreparedImage((gray.shape[1], gray.shape[0]), to_mnist_form(gray))
     except ImageRejected as exc:
-        raise type(exc)(f"{upload.label} {exc}") from None
+        raise naming(upload, exc) from None
+
+
+def naming(upload: Upload, exc: ImageRejected) -> ImageRejected:
+    """``exc`` (same class), its message naming ``upload`` as every refusal of one image does."""
+    return type(exc)(f"{upload.label} {exc}")
 
 
 def prepare_all(uploads: Sequence[Upload], max_pixels: int) -> list[PreparedImage]:

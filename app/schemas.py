@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import ErrorDetails
 
 
@@ -112,4 +112,58 @@ class PredictionResponse(BaseModel):
     device: str = Field(description="Where the forward pass ran (`cpu`, `cuda`).")
     inference_ms: float = Field(
         description="Time the forward pass holding these images took on the device, in ms."
+    )
+
+
+class NumberDigit(BaseModel):
+    digit: int = Field(ge=0, le=9, description="The digit read.")
+    probability: float = Field(ge=0, le=1, description="Its probability.")
+    box: tuple[int, int, int, int] = Field(
+        description="[x, y, width, height] of the digit's ink, in the uploaded picture's pixels."
+    )
+    probabilities: list[float] = Field(
+        min_length=10, max_length=10, description="Probabilities of digits 0..9; they sum to 1."
+    )
+
+
+class NumberReading(BaseModel):
+    index: int = Field(description="Position of the picture in the request (0-based).")
+    filename: str | None = Field(description="The upload's filename, if it had one.")
+    text: str = Field(description="The number's digits, left to right.")
+    probability: float = Field(ge=0, le=1, description="The product of the digits' probabilities.")
+    digits: list[NumberDigit] = Field(description="Each digit, left to right.")
+    input_size: tuple[int, int] = Field(description="[width, height] of the uploaded picture.")
+
+
+class ReadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "numbers": [
+                    {
+                        "index": 0,
+                        "filename": "meter.png",
+                        "text": "42",
+                        "probability": 0.998,
+                        "digits": [
+                            {"digit": 4, "probability": 0.999, "box": [12, 10, 30, 52],
+                             "probabilities": [0, 0, 0, 0, 0.999, 0, 0, 0, 0.001, 0]},
+                            {"digit": 2, "probability": 0.999, "box": [50, 12, 34, 50],
+                             "probabilities": [0, 0, 0.999, 0.001, 0, 0, 0, 0, 0, 0]},
+                        ],
+                        "input_size": [100, 70],
+                    }
+                ],
+                "weights_sha256": "…",
+                "device": "cpu",
+                "inference_ms": 0.9,
+            }
+        }
+    )  # fmt: skip
+
+    numbers: list[NumberReading] = Field(description="One per picture, in upload order.")
+    weights_sha256: str = Field(description="SHA-256 of the weights that read the digits.")
+    device: str = Field(description="Where the forward pass ran (`cpu`, `cuda`).")
+    inference_ms: float = Field(
+        description="Time the forward pass holding these digits took on the device, in ms."
     )

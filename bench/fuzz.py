@@ -89,9 +89,10 @@ class PredictRequest:
     content_type: str | None  # None: no Content-Type header at all
     body: bytes
 
-    def send(self, client: httpx.Client) -> httpx.Response:
+    def send(self, client: httpx.Client, path: str = "/predict") -> httpx.Response:
+        """Post it to ``path``: /predict, or /read, which takes the same bodies."""
         headers = {} if self.content_type is None else {"content-type": self.content_type}
-        return client.post("/predict", content=self.body, headers=headers)
+        return client.post(path, content=self.body, headers=headers)
 
     def violation(self, response: httpx.Response) -> str | None:
         return contract_violation(response)
@@ -420,7 +421,8 @@ def v2_contract_violation(response: httpx.Response) -> str | None:
 def contract_violation(response: httpx.Response) -> str | None:
     """Why an answer breaks the contract (200, or 4xx with a JSON string detail), or None."""
     if response.status_code == 200:
-        return None if "predictions" in response.json() else "200 without predictions"
+        answer = response.json()  # /predict's predictions, or /read's numbers
+        return None if "predictions" in answer or "numbers" in answer else "200 without an answer"
     return error_violation(response, "detail")
 
 

@@ -2,13 +2,14 @@
 -- Environment: BENCH_BODY (the body's file), BENCH_CONTENT_TYPE, BENCH_HEADER_LENGTH (optional:
 -- the Open Inference Protocol's Inference-Header-Content-Length), BENCH_DIGIT (the expected
 -- digit) and BENCH_ANSWER: "json" (/predict: the body holds "digit":N) or "binary" (v2 infer with
--- binary outputs, tritonclient's default: the digit is the body's last INT64, little-endian).
+-- binary outputs, tritonclient's default: the digit is the body's last INT64, little-endian);
+-- BENCH_EXPECT (optional, JSON answers): the text every answer must hold instead of "digit":N.
 -- Prints one JSON line at the end.
 
 local body = assert(io.open(os.getenv("BENCH_BODY"), "rb")):read("*a")
 local digit = tonumber(os.getenv("BENCH_DIGIT"))
 local binary_answer = os.getenv("BENCH_ANSWER") == "binary"
-local expected_json = '"digit":' .. digit
+local expected_json = os.getenv("BENCH_EXPECT") or ('"digit":' .. digit)
 local expected_tail = string.char(digit) .. string.rep("\0", 7)
 
 wrk.method = "POST"

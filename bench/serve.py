@@ -3,13 +3,15 @@
     .venv/bin/python -m bench.serve                     # ours (defaults) vs baseline, c=1,8,32
     .venv/bin/python -m bench.serve --configs 1x1,2x1,1x2 --connections 16   # workers x threads
     .venv/bin/python -m bench.serve --routes predict,v2-uint8 --no-baseline
+    .venv/bin/python -m bench.serve --routes read --no-baseline    # /read: a 4-digit 400x100 PNG
 
 Each server is started as its own process on 127.0.0.1, and they take turns being driven by wrk
 (Debian's `wrk`, bench/request.lua) posting the first MNIST test digit; every response is checked
 for status 200 and the right digit. Ours is driven on each route in turn: /predict (the PNG as
 multipart), and the Open Inference Protocol's /v2/models/s4net/infer as tritonclient sends it,
 binary tensors with binary outputs, one image per request: `v2-uint8` (the 28x28 pixels as
-UINT8 `images`) and `v2-png` (the PNG as BYTES `image_bytes`). The baseline has /predict only.
+UINT8 `images`) and `v2-png` (the PNG as BYTES `image_bytes`); asked for, `read` posts a 400x100
+PNG of the first four test digits to /read, and checks the number. The baseline has /predict only.
 wrk runs on the same cores as the server, as a client on the same box would. Besides req/s and
 latency, each row has the server's CPU time (all its processes, user + system) per request: on a
 shared machine whose speed drifts, the figure to compare two versions of the service by, run
@@ -56,9 +58,10 @@ class Route:
     body: bytes
     answer: str  # "json" (/predict's answer) or "binary" (v2 binary outputs): request.lua
     header_length: int | None = None  # Inference-Header-Content-Length
+    expect: str | None = None  # text every JSON answer must hold, instead of "digit":N
 
 
-ROUTE_NAMES = ("predict", "v2-uint8", "v2-png")
+ROUTE_NAMES = ("predict", "v2-uint8", "v2-png")  # the default; "read" when asked for
 
 
 def infer_body(name: str, datatype: str, shape: list[int], data: bytes) -> tuple[bytes, int]:
@@ -93,7 +96,7 @@ def ours(workers: int | None = None, threads: int | None = None) -> Contender:
     if threads is not None:
         env["S4_CPU_THREADS"] = str(threads)
     name = "s4digits" if workers is None else f"s4digits {workers}x{threads}"
-    return Contender(name, (sys.executable, "-m", "app"), env, "/ready", ROUTE_NAMES)
+    return Contender(name, (sys.executable, "-m", "app"), env, "/ready", (*ROUTE_NAMES, "read"))
 
 
 BASELINE = Contender(
@@ -115,6 +118,8 @@ def run_wrk(
            "BENCH_CONTENT_TYPE": route.content_type, "BENCH_ANSWER": route.answer}  # fmt: skip
     if route.header_length is not None:
         env["BENCH_HEADER_LENGTH"] = str(route.header_length)
+    if route.expect is not None:
+        env["BENCH_EXPECT"] = route.expect
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.split("RESULT", 1)[1])
     result["rps"] = result["requests"] / result["seconds"]
@@ -130,6 +135,22 @@ def prepare_digit(scratch: Path) -> tuple[Path, int]:
     return path, label
 
 
+def read_route(scratch: Path) -> Route:
+    """/read with a 400x100 PNG of the first four MNIST test digits (7210), each drawn 84 px
+    tall, side by side on black; answers must read the number."""
+    images = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[:4].numpy()
+    labels = read_idx(MNIST_DIR / TEST_LABELS.name, TEST_LABELS)[:4].tolist()
+    picture = Image.new("L", (400, 100))
+    for index, digit in enumerate(images):
+        picture.paste(Image.fromarray(digit).resize((84, 84), Image.Resampling.BILINEAR),
+                      (20 + 92 * index, 8))  # fmt: skip
+    path = scratch / "number.png"
+    picture.save(path)
+    content_type, body = multipart([("number.png", path.read_bytes())])
+    number = "".join(map(str, labels))
+    return Route("/read", "/read", content_type, body, "json", expect=f'"text":"{number}"')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="per server and level")
@@ -138,7 +159,9 @@ def main() -> None:
         "--configs", help="instead of ours vs baseline: WORKERSxTHREADS of ours, e.g. 1x1,2x1"
     )
     parser.add_argument(
-        "--routes", default=",".join(ROUTE_NAMES), help=f"ours' routes, from {ROUTE_NAMES}"
+        "--routes",
+        default=",".join(ROUTE_NAMES),
+        help="ours' routes, from predict, v2-uint8, v2-png, read",
     )
     parser.add_argument("--no-baseline", action="store_true", help="ours only")
     args = parser.parse_args()
@@ -153,7 +176,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         image, digit = prepare_digit(Path(scratch))
         pixels = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[0].numpy()
-        routes = make_routes(image.read_bytes(), pixels)
+        routes = make_routes(image.read_bytes(), pixels) | {"read": read_route(Path(scratch))}
         if not COMMITTED_WEIGHTS.exists():
             raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
         print(f"{len(os.sched_getaffinity(0))} CPUs, wrk -t1, {args.seconds} s per level")

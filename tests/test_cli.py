@@ -21,6 +21,7 @@ from app.settings import Settings
 from app.weights import card_path_for
 from bench.servers import running_server
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 S4DIGITS = Path(sys.executable).with_name("s4digits")  # the installed [project.scripts] entry
 
 
@@ -62,6 +63,30 @@ def test_predict_gives_predicts_digits_one_line_per_file(
 
     assert main(["predict", str(digit_files[0])]) == 0
     assert capsys.readouterr().out.startswith(f"{digit_files[0]}: {served[0]['digit']} (")
+
+
+def test_predict_number_gives_reads_numbers(reading_weights, tmp_path, capsys, monkeypatch):
+    """--number: each file read as POST /read reads a picture: same number, digits and boxes."""
+    monkeypatch.setenv("S4_WEIGHTS", str(reading_weights))
+    files = [REPO_ROOT / "docs" / "number.png", REPO_ROOT / "docs" / "seven.png"]
+    blank = tmp_path / "blank.png"
+    Image.new("L", (200, 60), 255).save(blank)
+    with TestClient(create_app(Settings(weights=reading_weights, cpu_threads=1))) as client:
+        parts = [("file", (file.name, file.read_bytes())) for file in files]
+        served = client.post("/read", files=parts).json()["numbers"]
+
+    assert main(["predict", "--number", "--json", *map(str, files), str(blank)]) == 1
+    *lines, refused = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["file"] for line in lines] == [str(file) for file in files]
+    assert [line["text"] for line in lines] == [number["text"] for number in served]
+    assert [line["input_size"] for line in lines] == [number["input_size"] for number in served]
+    for line, number in zip(lines, served, strict=True):
+        assert [d["box"] for d in line["digits"]] == [d["box"] for d in number["digits"]]
+        np.testing.assert_allclose(line["probability"], number["probability"], atol=1e-6)
+    assert refused["file"] == str(blank) and "blank" in refused["error"]
+
+    assert main(["predict", "--number", str(files[0])]) == 0
+    assert capsys.readouterr().out.startswith(f"{files[0]}: {served[0]['text']} (")
 
 
 def test_unreadable_files_fail_with_a_message_and_the_rest_are_read(

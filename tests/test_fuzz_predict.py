@@ -1,5 +1,5 @@
-"""Property-based fuzzing of POST /predict and the /v2 infer route, CI-sized (a few thousand
-requests in all).
+"""Property-based fuzzing of POST /predict, /read and the /v2 infer route, CI-sized (a few
+thousand requests in all).
 
 The strategies are bench/fuzz.py's, whose long run sends 100,000 requests (README "Reliability").
 The contract: every answer is a 200 or a 4xx with a JSON string detail; never a 5xx, never a hang.
@@ -51,8 +51,10 @@ def client(reading_weights):
 
 
 def post(client: TestClient, request: PredictRequest):
-    response = request.send(client)
-    assert contract_violation(response) is None, contract_violation(response)
+    """Send it to /predict and to /read (same inputs, same errors); /predict's answer."""
+    for path in ("/read", "/predict"):
+        response = request.send(client, path)
+        assert contract_violation(response) is None, (path, contract_violation(response))
     return response
 
 

@@ -67,6 +67,13 @@ def test_readme_has_predict_examples():
 @pytest.mark.parametrize("command", readme_predict_commands())
 def test_readme_curl_examples_work_as_written(server, command):
     """Run from the repo root against the test server; each example image reads as its digit."""
+    predictions = run_readme_command(server, command)["predictions"]
+    uploaded = re.findall(r"@(\S+)", command)
+    assert [p["digit"] for p in predictions] == [EXAMPLE_DIGITS[path] for path in uploaded]
+
+
+def run_readme_command(server: str, command: str) -> dict:
+    """A README curl line, run from the repo root against the test server; its JSON answer."""
     arguments = shlex.split(command.replace(README_URL, server))
     completed = subprocess.run(
         [arguments[0], "-sS", "--fail-with-body", *arguments[1:]],
@@ -75,9 +82,26 @@ def test_readme_curl_examples_work_as_written(server, command):
         timeout=30,
         check=True,
     )
+    return httpx.Response(200, content=completed.stdout).json()
+
+
+# The pictures the README's curl commands for /read upload, and the number each shows.
+EXAMPLE_NUMBERS = {"docs/number.png": "7210"}
+
+
+def readme_read_commands() -> list[str]:
+    """Every `curl ... /read` line of the README, exactly as written there."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    return [line for line in readme.splitlines() if re.match(r"curl .*/read\b", line)]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("command", readme_read_commands())
+def test_readme_read_examples_work_as_written(server, command):
+    """Run from the repo root against the test server; each example picture reads as its number."""
+    numbers = run_readme_command(server, command)["numbers"]
     uploaded = re.findall(r"@(\S+)", command)
-    predictions = httpx.Response(200, content=completed.stdout).json()["predictions"]
-    assert [p["digit"] for p in predictions] == [EXAMPLE_DIGITS[path] for path in uploaded]
+    assert [number["text"] for number in numbers] == [EXAMPLE_NUMBERS[path] for path in uploaded]
 
 
 def test_oversized_upload_is_refused_before_it_is_all_sent(server):

@@ -45,6 +45,9 @@ with TestClient(create_app(Settings(device="auto", cpu_threads=1))) as client:
     answer = client.post("/predict", files=[("file", ("seven.png", image, "image/png"))]).json()
     assert answer["predictions"][0]["digit"] == 7, answer
     assert answer["device"] == "cpu"
+    number = Path("docs/number.png").read_bytes()
+    read = client.post("/read", files=[("file", ("number.png", number, "image/png"))]).json()
+    assert read["numbers"][0]["text"] == "7210", read
 """
     assert modules_loaded_after(code) == []
 

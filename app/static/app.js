@@ -9,9 +9,9 @@ const PAPER = "#000";
 const STROKE_FRACTION = 0.1;
 // Relative URLs, so the page also works behind a proxy that serves the app under a path prefix.
 const PREDICT_URL = "predict?return_input=true";
+const READ_URL = "read";
 
 const drawing = document.getElementById("drawing");
-const pen = drawing.getContext("2d");
 const fileInput = document.getElementById("file");
 const dropZone = document.getElementById("drop-zone");
 const reading = document.getElementById("reading");
@@ -24,9 +24,6 @@ const bars = buildBars(document.getElementById("bars"));
 
 // Answers can arrive out of order; only the newest request may change what the page shows.
 let latestRequest = 0;
-// The pointer drawing the current stroke (a second finger is ignored) and where it last was.
-let strokePointer = null;
-let lastPoint = null;
 
 function buildBars(list) {
   return Array.from({ length: 10 }, (_, value) => {
@@ -46,64 +43,85 @@ function percent(probability, decimals = 1) {
 
 // Drawing ------------------------------------------------------------------------------------
 
-function clearDrawing() {
-  strokePointer = null;
-  pen.fillStyle = PAPER;
-  pen.fillRect(0, 0, drawing.width, drawing.height);
-}
+// A canvas to draw on with a mouse, pen or finger; ``onStroke`` runs each time the pen lifts.
+function makePad(canvas, onStroke) {
+  const context = canvas.getContext("2d");
+  // The pointer drawing the current stroke (a second finger is ignored) and where it last was.
+  let strokePointer = null;
+  let lastPoint = null;
+  // MNIST strokes are about a tenth of the digit's size: the canvas is one digit tall.
+  const strokeWidth = () => canvas.height * STROKE_FRACTION;
 
-// The canvas is scaled by CSS (phones), so map client pixels to canvas pixels.
-function canvasPoint(event) {
-  const box = drawing.getBoundingClientRect();
+  // The canvas is scaled by CSS (phones), so map client pixels to canvas pixels.
+  function canvasPoint(event) {
+    const box = canvas.getBoundingClientRect();
+    return {
+      x: ((event.clientX - box.left) * canvas.width) / box.width,
+      y: ((event.clientY - box.top) * canvas.height) / box.height,
+    };
+  }
+
+  function strokeTo(point) {
+    context.strokeStyle = INK;
+    context.lineWidth = strokeWidth();
+    context.lineCap = "round";
+    context.lineJoin = "round";
+    context.beginPath();
+    context.moveTo(lastPoint.x, lastPoint.y);
+    context.lineTo(point.x, point.y);
+    context.stroke();
+    lastPoint = point;
+  }
+
+  // A tap without movement would be a zero-length line, which canvas does not paint: draw a dot.
+  function dot(point) {
+    context.fillStyle = INK;
+    context.beginPath();
+    context.arc(point.x, point.y, strokeWidth() / 2, 0, 2 * Math.PI);
+    context.fill();
+    lastPoint = point;
+  }
+
+  canvas.addEventListener("pointerdown", (event) => {
+    if (event.button !== 0 || strokePointer !== null) return;
+    event.preventDefault();
+    strokePointer = event.pointerId;
+    // Keep receiving the stroke when the pointer leaves the canvas mid-line.
+    canvas.setPointerCapture(event.pointerId);
+    dot(canvasPoint(event));
+  });
+
+  canvas.addEventListener("pointermove", (event) => {
+    if (event.pointerId === strokePointer) strokeTo(canvasPoint(event));
+  });
+
+  function endStroke(event) {
+    if (event.pointerId !== strokePointer) return;
+    strokePointer = null;
+    onStroke();
+  }
+
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+
   return {
-    x: ((event.clientX - box.left) * drawing.width) / box.width,
-    y: ((event.clientY - box.top) * drawing.height) / box.height,
+    canvasPoint,
+    clear() {
+      strokePointer = null;
+      context.fillStyle = PAPER;
+      context.fillRect(0, 0, canvas.width, canvas.height);
+    },
   };
 }
 
-function strokeTo(point) {
-  pen.strokeStyle = INK;
-  pen.lineWidth = drawing.width * STROKE_FRACTION;
-  pen.lineCap = "round";
-  pen.lineJoin = "round";
-  pen.beginPath();
-  pen.moveTo(lastPoint.x, lastPoint.y);
-  pen.lineTo(point.x, point.y);
-  pen.stroke();
-  lastPoint = point;
-}
-
-// A tap without movement would be a zero-length line, which canvas does not paint: draw a dot.
-function dot(point) {
-  pen.fillStyle = INK;
-  pen.beginPath();
-  pen.arc(point.x, point.y, (drawing.width * STROKE_FRACTION) / 2, 0, 2 * Math.PI);
-  pen.fill();
-  lastPoint = point;
-}
-
-drawing.addEventListener("pointerdown", (event) => {
-  if (event.button !== 0 || strokePointer !== null) return;
-  event.preventDefault();
-  strokePointer = event.pointerId;
-  // Keep receiving the stroke when the pointer leaves the canvas mid-line.
-  drawing.setPointerCapture(event.pointerId);
-  dot(canvasPoint(event));
-});
-
-drawing.addEventListener("pointermove", (event) => {
-  if (event.pointerId === strokePointer) strokeTo(canvasPoint(event));
-});
-
-function endStroke(event) {
-  if (event.pointerId !== strokePointer) return;
-  strokePointer = null;
+const pad = makePad(drawing, () => {
   const request = startRequest();
   drawing.toBlob((png) => send(request, png, "canvas.png", "your drawing"), "image/png");
-}
+});
 
-drawing.addEventListener("pointerup", endStroke);
-drawing.addEventListener("pointercancel", endStroke);
+function clearDrawing() {
+  pad.clear();
+}
 
 // Images from the picker or dropped on the zone ----------------------------------------------
 
@@ -147,20 +165,24 @@ function errorText(response, body) {
   return `The server answered ${response.status} ${response.statusText}.`;
 }
 
-async function send(request, image, filename, source) {
+// POST one image to ``url``; the first entry of the answer's ``list`` ("predictions" from
+// /predict, "numbers" from /read), or the error to show instead.
+async function postImage(url, image, filename, list) {
   const form = new FormData();
   form.append("file", image, filename);
-  let prediction = null;
-  let error = null;
   try {
-    const response = await fetch(PREDICT_URL, { method: "POST", body: form });
+    const response = await fetch(url, { method: "POST", body: form });
     const body = await response.json().catch(() => null);
-    if (!response.ok) error = errorText(response, body);
-    else if (body && body.predictions && body.predictions.length) prediction = body.predictions[0];
-    else error = "The server's answer had no prediction in it.";
+    if (!response.ok) return { error: errorText(response, body) };
+    if (body && body[list] && body[list].length) return { answer: body[list][0] };
+    return { error: `The server's answer had no ${list} in it.` };
   } catch (failure) {
-    error = `Could not reach the server: ${failure.message}`;
+    return { error: `Could not reach the server: ${failure.message}` };
   }
+}
+
+async function send(request, image, filename, source) {
+  const { answer: prediction, error } = await postImage(PREDICT_URL, image, filename, "predictions");
   if (request !== latestRequest) return;
   reading.setAttribute("aria-busy", "false");
   if (error) showError(error);
@@ -181,15 +203,19 @@ function showPrediction(prediction, source) {
   digit.textContent = prediction.digit;
   statusLine.textContent =
     `Read ${source} as ${prediction.digit}, probability ${percent(prediction.probability)}.`;
-  prediction.probabilities.forEach((probability, value) => {
-    const bar = bars[value];
-    bar.classList.toggle("top", value === prediction.digit);
+  fillBars(bars, prediction.probabilities, prediction.digit);
+  showModelInput(prediction.model_input);
+  result.hidden = false;
+}
+
+function fillBars(items, probabilities, top) {
+  probabilities.forEach((probability, value) => {
+    const bar = items[value];
+    bar.classList.toggle("top", value === top);
     bar.querySelector(".bar-fill").style.width = percent(probability, 2);
     bar.querySelector(".bar-value").textContent = percent(probability);
     bar.setAttribute("aria-label", `${value}: ${percent(probability)}`);
   });
-  showModelInput(prediction.model_input);
-  result.hidden = false;
 }
 
 function showModelInput(rows) {
@@ -211,6 +237,130 @@ function reset() {
 
 document.getElementById("clear").addEventListener("click", clearDrawing);
 document.getElementById("reset").addEventListener("click", reset);
+
+// Number mode: several digits on a wide canvas, read by POST /read ------------------------------
+
+const numberSection = document.getElementById("number-mode");
+const numberDrawing = document.getElementById("number-drawing");
+const numberBoxes = document.getElementById("number-boxes");
+const numberStatus = document.getElementById("number-status");
+const numberMessage = document.getElementById("number-message");
+const numberResult = document.getElementById("number-result");
+const numberList = document.getElementById("number-digits");
+const digitDetail = document.getElementById("digit-detail");
+const numberBars = buildBars(document.getElementById("number-bars"));
+const BOX_COLOUR = "#3b9eff";
+const CHOSEN_BOX_COLOUR = "#f59e0b";
+
+let latestNumberRequest = 0;
+let numberDigits = []; // the newest answer's digits, left to right
+
+const numberPad = makePad(numberDrawing, () => {
+  latestNumberRequest += 1;
+  const request = latestNumberRequest;
+  numberSection.setAttribute("aria-busy", "true");
+  numberStatus.textContent = "Reading…";
+  numberDrawing.toBlob((png) => readNumber(request, png), "image/png");
+});
+
+async function readNumber(request, png) {
+  const { answer: number, error } = await postImage(READ_URL, png, "number.png", "numbers");
+  if (request !== latestNumberRequest) return;
+  numberSection.setAttribute("aria-busy", "false");
+  if (error) showNumberError(error);
+  else showNumber(number);
+}
+
+function showNumberError(text) {
+  numberDigits = [];
+  drawBoxes(-1);
+  numberResult.hidden = true;
+  numberMessage.textContent = text;
+  numberMessage.hidden = false;
+  numberStatus.textContent = "The drawing could not be read.";
+}
+
+function showNumber(number) {
+  numberDigits = number.digits;
+  numberMessage.hidden = true;
+  document.getElementById("number-text").textContent = number.text;
+  numberStatus.textContent =
+    `Read your drawing as ${number.text}, probability ${percent(number.probability)}.`;
+  numberList.replaceChildren();
+  numberDigits.forEach((digit, index) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = `${digit.digit} · ${percent(digit.probability)}`;
+    button.setAttribute("aria-label", `digit ${index + 1}: ${digit.digit}, ${percent(digit.probability)}`);
+    for (const type of ["mouseenter", "focus", "click"]) {
+      button.addEventListener(type, () => showDigitDetail(index));
+    }
+    item.append(button);
+    numberList.append(item);
+  });
+  digitDetail.hidden = true;
+  drawBoxes(-1);
+  numberResult.hidden = false;
+}
+
+// Each digit's box over the drawing, in the canvas's pixels (the picture /read was sent).
+function drawBoxes(chosen) {
+  const context = numberBoxes.getContext("2d");
+  context.clearRect(0, 0, numberBoxes.width, numberBoxes.height);
+  context.font = "bold 28px system-ui, sans-serif";
+  numberDigits.forEach((digit, index) => {
+    const [x, y, width, height] = digit.box;
+    context.strokeStyle = context.fillStyle = index === chosen ? CHOSEN_BOX_COLOUR : BOX_COLOUR;
+    context.lineWidth = index === chosen ? 6 : 3;
+    context.strokeRect(x, y, width, height);
+    context.fillText(String(digit.digit), x + 4, Math.max(28, y - 6));
+  });
+}
+
+function showDigitDetail(index) {
+  const digit = numberDigits[index];
+  document.getElementById("digit-detail-heading").textContent =
+    `Digit ${index + 1} of ${numberDigits.length}: ${digit.digit}, probability ${percent(digit.probability)}`;
+  fillBars(numberBars, digit.probabilities, digit.digit);
+  numberList.querySelectorAll("button").forEach((button, other) => {
+    button.classList.toggle("chosen", other === index);
+  });
+  drawBoxes(index);
+  digitDetail.hidden = false;
+}
+
+// Pointing at a box (a mouse or pen hovering, not drawing) shows that digit's probabilities.
+numberDrawing.addEventListener("pointermove", (event) => {
+  if (event.buttons !== 0 || !numberDigits.length) return;
+  const point = numberPad.canvasPoint(event);
+  const index = numberDigits.findIndex(({ box: [x, y, width, height] }) =>
+    point.x >= x && point.x <= x + width && point.y >= y && point.y <= y + height);
+  if (index >= 0) showDigitDetail(index);
+});
+
+function clearNumber() {
+  latestNumberRequest += 1; // drop any answer still on its way
+  numberPad.clear();
+  numberDigits = [];
+  drawBoxes(-1);
+  numberSection.setAttribute("aria-busy", "false");
+  numberResult.hidden = true;
+  numberMessage.hidden = true;
+  numberStatus.textContent = "No number yet.";
+}
+
+document.getElementById("number-clear").addEventListener("click", clearNumber);
+
+function setMode(mode) {
+  document.getElementById("digit-mode").hidden = mode !== "digit";
+  numberSection.hidden = mode !== "number";
+  document.getElementById("mode-digit").setAttribute("aria-pressed", String(mode === "digit"));
+  document.getElementById("mode-number").setAttribute("aria-pressed", String(mode === "number"));
+}
+
+document.getElementById("mode-digit").addEventListener("click", () => setMode("digit"));
+document.getElementById("mode-number").addEventListener("click", () => setMode("number"));
 
 // The model panel ----------------------------------------------------------------------------
 
@@ -253,4 +403,5 @@ async function loadModelFacts() {
 }
 
 clearDrawing();
+clearNumber();
 loadModelFacts();

@@ -43,17 +43,17 @@ PHONE = {"width": 390, "height": 844}  # CSS pixels
 MNIST_SECOND_TEST_IMAGE = 1  # a 2: a digit none of the drawing tests draws
 
 
-def _on_canvas(page: Page, point: Point) -> Point:
-    box = page.locator("#drawing").bounding_box()
+def _on_canvas(page: Page, point: Point, canvas: str = "#drawing") -> Point:
+    box = page.locator(canvas).bounding_box()
     return box["x"] + point[0] * box["width"], box["y"] + point[1] * box["height"]
 
 
-def draw_with_mouse(page: Page, strokes: list[list[Point]]) -> None:
+def draw_with_mouse(page: Page, strokes: list[list[Point]], canvas: str = "#drawing") -> None:
     for stroke in strokes:
-        page.mouse.move(*_on_canvas(page, stroke[0]))
+        page.mouse.move(*_on_canvas(page, stroke[0], canvas))
         page.mouse.down()
         for point in stroke[1:]:
-            page.mouse.move(*_on_canvas(page, point), steps=5)
+            page.mouse.move(*_on_canvas(page, point, canvas), steps=5)
         page.mouse.up()
 
 
