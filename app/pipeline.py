@@ -540,7 +540,7 @@ def center_by_mass(digit: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
     return frame
 
 
-def is_mnist_form(gray: np.ndarray) -> bool:
+def is_mnist_form(gray: np.ndarray, background: float | None = None) -> bool:
     """Whether a 28x28 image already is a digit in MNIST form, to be read as it is.
 
     MNIST form: light ink on a dark background whose every non-zero pixel lies in a box of at
@@ -548,22 +548,29 @@ def is_mnist_form(gray: np.ndarray) -> bool:
     mass lies within MNIST_CENTER_TOLERANCE pixels of MNIST_CENTER on both axes. All 70,000
     MNIST images pass (tests/test_preprocess.py); a digit cropped tight to its ink, stretched to
     fill the frame, small or off-centre does not, and is brought to MNIST form instead.
+    ``background`` is the image's median level, when the caller has it already.
     """
-    if gray.shape != (MNIST_SIZE, MNIST_SIZE) or is_light_background(float(np.median(gray))):
+    if gray.shape != (MNIST_SIZE, MNIST_SIZE):
         return False
-    rows = np.flatnonzero(gray.any(axis=1))
-    cols = np.flatnonzero(gray.any(axis=0))
+    if is_light_background(float(np.median(gray)) if background is None else background):
+        return False
+    # Levels are never negative, so a row or column holds ink exactly when its sum is not 0.
+    row_mass = gray.sum(axis=1, dtype=np.int64)
+    col_mass = gray.sum(axis=0, dtype=np.int64)
+    rows, cols = np.flatnonzero(row_mass), np.flatnonzero(col_mass)
     if rows.size == 0:
         return False
-    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    if max(height, width) > MNIST_BOX or max(height, width) < MNIST_MIN_SIDE:
+    longer_side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    if not MNIST_MIN_SIDE <= longer_side <= MNIST_BOX:
         return False
-    mass = gray.astype(np.float64)
-    total = mass.sum()
-    center_row = mass.sum(axis=1) @ np.arange(MNIST_SIZE) / total
-    center_col = mass.sum(axis=0) @ np.arange(MNIST_SIZE) / total
+    total = float(row_mass.sum())
+    center_row = float(row_mass @ _MNIST_INDICES) / total
+    center_col = float(col_mass @ _MNIST_INDICES) / total
     offset = max(abs(center_row - MNIST_CENTER), abs(center_col - MNIST_CENTER))
-    return bool(offset <= MNIST_CENTER_TOLERANCE)
+    return offset <= MNIST_CENTER_TOLERANCE
+
+
+_MNIST_INDICES = np.arange(MNIST_SIZE, dtype=np.int64)
 
 
 def to_mnist_form(gray: np.ndarray) -> np.ndarray:
@@ -573,10 +580,11 @@ def to_mnist_form(gray: np.ndarray) -> np.ndarray:
     so MNIST's own images give exactly the predictions of the tensor path; every other image is
     cropped to its ink, scaled into the 20x20 box and centred by mass, as MNIST was made.
     """
-    if is_mnist_form(gray):
+    if gray.shape == (MNIST_SIZE, MNIST_SIZE):
         background = float(np.median(gray))
-        check_ink(gray, background, float(gray.max()) - background)
-        return gray
+        if is_mnist_form(gray, background):
+            check_ink(gray, background, float(gray.max()) - background)
+            return gray
     return ink_to_mnist_form(ink_levels(gray))
 
 
