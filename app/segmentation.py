@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from app.pipeline import (
     ImageRejected,
@@ -133,6 +132,10 @@ class _Piece:
 
 def segment(gray: np.ndarray) -> Segmentation:
     """uint8 gray levels -> candidate digits; raises BlankImage like /predict, or TooManyMarks."""
+    # scipy.ndimage is imported on the first /read, not at start-up: it costs every worker ~28 MB
+    # and 0.25 s of CPU (docs/decisions.md), and most never read a number.
+    from scipy import ndimage
+
     levels = ink_levels(gray)
     labels, count = ndimage.label(levels > 0, structure=np.ones((3, 3), dtype=bool))
     pieces = components(labels, count)
@@ -209,6 +212,8 @@ def segment_upload(upload: Upload, max_pixels: int) -> Segmentation:
 
 def components(labels: np.ndarray, count: int) -> list[_Piece]:
     """One piece per connected component of ``labels`` (scipy.ndimage.label's)."""
+    from scipy import ndimage  # see segment()
+
     return [
         _Piece([label], rows.start, rows.stop, cols.start, cols.stop)
         for label, (rows, cols) in enumerate(ndimage.find_objects(labels, count), start=1)
