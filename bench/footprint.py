@@ -23,7 +23,15 @@ from pathlib import Path
 
 import httpx
 
-from bench.serve import COMMITTED_WEIGHTS, prepare_digit, run_wrk
+from bench.serve import (
+    COMMITTED_WEIGHTS,
+    MNIST_DIR,
+    TEST_IMAGES,
+    make_routes,
+    prepare_digit,
+    read_idx,
+    run_wrk,
+)
 from bench.servers import REPO_ROOT, free_port
 
 
@@ -102,7 +110,9 @@ def main() -> int:
             print(f"{args.workers} worker(s): /ready 200 {ready_s:.2f} s after the start command")
             time.sleep(1)
             print_memory("idle", server.pid)
-            result = run_wrk(url, args.connections, args.seconds, image, digit)
+            pixels = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[0].numpy()
+            predict = make_routes(image.read_bytes(), pixels)["predict"]
+            result = run_wrk(url, args.connections, args.seconds, predict, digit, Path(scratch))
             print(f"\nwrk c={args.connections} {args.seconds} s: {result['rps']:,.0f} req/s, "
                   f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms")  # fmt: skip
             print_memory(f"after {args.seconds} s at c={args.connections}", server.pid)
