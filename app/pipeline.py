@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from io import BytesIO
 from typing import TYPE_CHECKING
 
@@ -147,7 +148,8 @@ async def read_uploads(request: Request, max_images: int, max_image_bytes: int) 
     if media_type == "multipart/form-data":
         uploads = await _read_multipart(request, params, max_images, max_image_bytes)
     elif media_type.startswith("image/") or media_type in RAW_BODY_TYPES or not media_type:
-        body = await _read_raw_body(request, max_image_bytes)
+        too_large = partial(_too_large, "image 0", max_image_bytes)
+        body = await read_body(request, max_image_bytes, too_large)
         uploads = [Upload(0, None, body)] if body else []
     else:
         raise UnsupportedMediaType(f"Content-Type {media_type} is not accepted: {SEND_IMAGES_HINT}")
@@ -199,15 +201,17 @@ def _declared_length(request: Request) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-async def _read_raw_body(request: Request, max_image_bytes: int) -> bytes:
+async def read_body(request: Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
+    """The whole body, refused with ``too_large()`` as soon as it is known to exceed ``limit``
+    bytes: by its Content-Length, else as it streams in."""
     declared = _declared_length(request)
-    if declared is not None and declared > max_image_bytes:
-        raise _too_large("image 0", max_image_bytes)
+    if declared is not None and declared > limit:
+        raise too_large()
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > max_image_bytes:
-            raise _too_large("image 0", max_image_bytes)
+        if len(body) > limit:
+            raise too_large()
     return bytes(body)
 
 

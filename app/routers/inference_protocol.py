@@ -77,19 +77,6 @@ def max_body_bytes(max_images: int, max_image_bytes: int) -> int:
     return HEADER_ALLOWANCE_BYTES + max_images * (max_image_bytes * 4 // 3 + 8)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (400) as soon as it is known to be over ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise body_too_large(limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise body_too_large(limit)
-    return bytes(body)
-
-
 def body_too_large(limit: int) -> ProtocolError:
     return ProtocolError(
         f"the request body is larger than {limit:,} bytes (S4_MAX_IMAGES images of "
@@ -166,9 +153,8 @@ async def infer(request: Request) -> Response:
         served_version(request, **request.path_params)
         pipeline.check_ready(state.predictor)
         limit = max_body_bytes(settings.max_images, settings.max_image_bytes)
-        body = decode_content(
-            await read_body(request, limit), request.headers.get("content-encoding"), limit
-        )
+        raw = await pipeline.read_body(request, limit, partial(body_too_large, limit))
+        body = decode_content(raw, request.headers.get("content-encoding"), limit)
         infer_request = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), settings.max_images, settings.max_image_bytes
         )
