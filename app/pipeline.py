@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import queue
 import re
 import struct
@@ -465,6 +466,20 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
         ) from None
 
 
+def median_level(gray: np.ndarray) -> float:
+    """The median of ``gray``'s levels, equal to ``np.median(gray)``, from one partition.
+
+    np.median partitions too, then spends most of its 9 µs on a 28x28 upload checking its
+    arguments; this takes 2 (docs/decisions.md).
+    """
+    flat = gray.ravel()
+    middle = (flat.size - 1) // 2
+    if flat.size % 2:
+        return float(np.partition(flat, middle)[middle])
+    low, high = np.partition(flat, (middle, middle + 1))[middle : middle + 2]
+    return (float(low) + float(high)) / 2.0
+
+
 def is_light_background(median: float) -> bool:
     """Whether a picture's median level is light paper. Ink covers less than
     half of a digit picture, so the median pixel is background."""
@@ -479,7 +494,7 @@ def ink_levels(gray: np.ndarray) -> np.ndarray:
     levels under NOISE_FLOOR become 0. Raises BlankImage when nothing stands out as ink.
     """
     ink = gray.astype(np.float32)
-    background = float(np.median(gray))
+    background = median_level(gray)
     if is_light_background(background):
         # Inverting the levels inverts their median: no second median (megapixel photos).
         ink, background = 255.0 - ink, 255.0 - background
@@ -556,12 +571,12 @@ def is_mnist_form(gray: np.ndarray, background: float | None = None) -> bool:
     """
     if gray.shape != (MNIST_SIZE, MNIST_SIZE):
         return False
-    if is_light_background(float(np.median(gray)) if background is None else background):
+    if is_light_background(median_level(gray) if background is None else background):
         return False
     # Levels are never negative, so a row or column holds ink exactly when its sum is not 0.
     row_mass = gray.sum(axis=1, dtype=np.int64)
     col_mass = gray.sum(axis=0, dtype=np.int64)
-    rows, cols = np.flatnonzero(row_mass), np.flatnonzero(col_mass)
+    (rows,), (cols,) = row_mass.nonzero(), col_mass.nonzero()
     if rows.size == 0:
         return False
     longer_side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
@@ -585,7 +600,7 @@ def to_mnist_form(gray: np.ndarray) -> np.ndarray:
     cropped to its ink, scaled into the 20x20 box and centred by mass, as MNIST was made.
     """
     if gray.shape == (MNIST_SIZE, MNIST_SIZE):
-        background = float(np.median(gray))
+        background = median_level(gray)
         if is_mnist_form(gray, background):
             check_ink(gray, background, float(gray.max()) - background)
             return gray
@@ -632,8 +647,8 @@ def batch(submissions: Sequence[Sequence[PreparedImage]]) -> np.ndarray:
 
 def unbatch(probabilities: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     """Split one forward pass's rows back into consecutive runs of ``sizes`` rows."""
-    bounds = np.cumsum(sizes)[:-1]
-    return np.split(probabilities, bounds)
+    ends = list(itertools.accumulate(sizes))
+    return [probabilities[end - size : end] for size, end in zip(sizes, ends, strict=True)]
 
 
 # Makes one request's prepared images; run on the forward thread (see MicroBatcher).

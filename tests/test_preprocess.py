@@ -26,6 +26,7 @@ from app.pipeline import (
     ink_levels,
     is_light_background,
     is_mnist_form,
+    median_level,
     prepare,
     scale_to_box,
     to_grayscale,
@@ -132,6 +133,21 @@ def test_28x28_black_on_white_is_not_mnist_form(mnist_test_set):
 
 
 # Levels, crop, scale, centre -----------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 40).flatmap(
+        lambda height: st.integers(1, 40).flatmap(
+            lambda width: st.lists(
+                st.integers(0, 255), min_size=height * width, max_size=height * width
+            ).map(lambda levels: np.array(levels, np.uint8).reshape(height, width))
+        )
+    )
+)
+def test_median_level_is_numpys_median(gray):
+    """Odd and even pixel counts, any levels: the same value as np.median."""
+    assert median_level(gray) == float(np.median(gray))
 
 
 def test_ink_levels_invert_a_light_background_and_drop_paper_texture():
