@@ -240,6 +240,7 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    from app.inference import card_temperature
     from app.inference_protocol import model_version
     from app.onnx_graph import build_onnx_graph
     from app.settings import Settings
@@ -248,6 +249,7 @@ def export(args: argparse.Namespace) -> int:
     weights_path = args.weights or Settings().weights
     try:
         weights = load_weights(weights_path)
+        temperature = card_temperature(weights.card)
     except WeightsError as exc:
         return fail(f"cannot load the weights: {exc}")
     card = weights.card
@@ -257,11 +259,11 @@ def export(args: argparse.Namespace) -> int:
         "test_accuracy": str(card.get("test_accuracy", "unknown")),
         "evaluated_on": str(card.get("evaluated_on", "unknown")),
         "input": "images: uint8 [batch, 28, 28], MNIST form (white ink on black, 0..255)",
-        "output": "probabilities: float32 [batch, 10], before the temperature",
-        # The service serves softmax(log p / temperature) (app.inference.apply_temperature).
+        "output": "probabilities: float32 [batch, 10], calibrated with the temperature",
         "temperature": str(card.get("temperature", 1.0)),
     }
-    atomic_write_bytes(args.onnx, build_onnx_graph(weights.tensors, properties))
+    graph = build_onnx_graph(weights.tensors, properties, temperature)
+    atomic_write_bytes(args.onnx, graph)
     print(
         f"wrote {args.onnx}: weights sha256 {weights.sha256[:12]}, "
         f"test accuracy {properties['test_accuracy']}%"

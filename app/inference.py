@@ -24,8 +24,8 @@ class ServedModel:
     """Verified weights and the runtime built from them: swapped as one by a reload."""
 
     weights: LoadedWeights
-    runtime: Runtime
-    temperature: float  # from the card: probabilities are calibrated with it
+    runtime: Runtime  # its probabilities are calibrated with the temperature
+    temperature: float  # from the card
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     """float32 probabilities [N, 10] -> the same softened (T > 1) or sharpened (T < 1) by T.
 
     softmax(log p / T), computed in float64: a probability of exactly 0 stays 0, the argmax is
-    unchanged, and T = 1 returns the input itself. The temperature comes from the weights card.
+    unchanged, and T = 1 returns the input itself. The runtimes apply the weights card's
+    temperature inside their graphs; this is its definition, to fit it and to undo it.
     """
     if temperature == 1.0:
         return probabilities
@@ -133,15 +134,16 @@ class Predictor:
     def _load_verified(self, weights_path: Path, device: str) -> ServedModel:
         weights = load_weights(weights_path)
         dropout = float(weights.card.get("dropout", 0.0))
+        temperature = card_temperature(weights.card)
         runtime = make_runtime(
-            self.requested_runtime, weights.tensors, device, self.cpu_threads, dropout
+            self.requested_runtime, weights.tensors, device, self.cpu_threads, dropout, temperature
         )
         # The first passes allocate and pick kernels; pay that before /ready says yes. The largest
         # pass also grows ONNX Runtime's memory arena to its final size, so a worker's memory is
         # flat from the start instead of creeping up as ever larger batches first occur.
         for batch_size in (1, self.largest_batch):
             runtime(np.zeros((batch_size, *INPUT_SHAPE[1:]), dtype=np.uint8))
-        return ServedModel(weights, runtime, card_temperature(weights.card))
+        return ServedModel(weights, runtime, temperature)
 
     def forward(self, images: np.ndarray) -> ForwardPass:
         """uint8 images [N, 28, 28] (MNIST form: white ink on black) -> their probabilities,
@@ -149,5 +151,4 @@ class Predictor:
         served = self.served  # one read: a reload may swap it while this pass runs
         if served is None:
             raise WeightsError(self.error or "weights not loaded")
-        probabilities = apply_temperature(served.runtime(images), served.temperature)
-        return ForwardPass(probabilities, served.weights.sha256)
+        return ForwardPass(served.runtime(images), served.weights.sha256)

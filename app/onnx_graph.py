@@ -31,13 +31,16 @@ _FLOAT_TYPE, _ATTR_FLOAT, _ATTR_INT, _ATTR_INTS = 1, 1, 2, 7
 
 
 def build_onnx_graph(
-    tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+    tensors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, str] | None = None,
+    temperature: float = 1.0,
 ) -> bytes:
     """The S4 net with its ends attached, as an ONNX model file's bytes (opset 17).
 
     Input ``images``: uint8 [N, 28, 28] (white ink on black); output ``probabilities``: float32
-    [N, 10], the exp of the net's log-softmax; eval mode (dropout is the identity, batch norm
-    uses the running statistics). ``tensors`` is a weights file's state dict
+    [N, 10], the exp of the net's log-softmax, or with a ``temperature`` other than 1 the softmax
+    of the log-softmax divided by it (app.inference.apply_temperature); eval mode (dropout is the
+    identity, batch norm uses the running statistics). ``tensors`` is a weights file's state dict
     (``app.weights.load_weights(path).tensors``); raises ValueError if it does not fit the net.
     ``metadata`` goes into the model's metadata_props (what an export records about the weights).
     """
@@ -86,8 +89,13 @@ def build_onnx_graph(
             raise AssertionError(f"no ONNX operator for {layer.type}")
         nodes.append(node)
         current = layer.key
-    # The output end: probabilities as exp of the log-softmax, as the torch runtime computes them.
-    nodes.append(_node("Exp", [current], "probabilities"))
+    # The output end, as the torch runtime's: probabilities, calibrated by the temperature.
+    if temperature == 1.0:
+        nodes.append(_node("Exp", [current], "probabilities"))
+    else:
+        initializers.append(_tensor("temperature", np.float32(temperature)))
+        nodes.append(_node("Div", [current, "temperature"], "tempered"))
+        nodes.append(_node("Softmax", ["tempered"], "probabilities", axis=1))
     graph = (
         _repeated(1, nodes)
         + _string(2, "s4net")

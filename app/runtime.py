@@ -1,7 +1,8 @@
 """How a forward pass runs: ONNX Runtime on the CPU, PyTorch on a GPU (or on request).
 
 Both runtimes take uint8 images [N, 28, 28] in MNIST form and return float32 probabilities
-[N, 10], as numpy arrays, so the batcher never touches a framework type.
+[N, 10], calibrated with the weights card's temperature, as numpy arrays, so the batcher never
+touches a framework type.
 
 ONNX Runtime is the CPU default: a service this small often answers one image at a time, where
 eager PyTorch pays per-operator overhead (docs/decisions.md). Its graph is built from the weights
@@ -34,7 +35,7 @@ class Runtime(Protocol):
 class OnnxRuntime:
     name = "onnxruntime"
 
-    def __init__(self, tensors: Mapping[str, np.ndarray], threads: int):
+    def __init__(self, tensors: Mapping[str, np.ndarray], threads: int, temperature: float = 1.0):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -43,7 +44,7 @@ class OnnxRuntime:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only
         self.session = onnxruntime.InferenceSession(
-            build_onnx_graph(tensors),
+            build_onnx_graph(tensors, temperature=temperature),
             options,
             providers=["CPUExecutionProvider"],
         )
@@ -58,6 +59,7 @@ def make_runtime(
     device: str,
     threads: int,
     dropout: float = 0.0,
+    temperature: float = 1.0,
 ) -> Runtime:
     """``auto``: ONNX Runtime on the CPU, PyTorch on a GPU (onnxruntime here is the CPU build).
 
@@ -71,7 +73,7 @@ def make_runtime(
                 f"S4_RUNTIME=onnxruntime runs on the CPU only, not {device}; "
                 "set S4_RUNTIME=torch (or auto) to use the GPU"
             )
-        return OnnxRuntime(tensors, threads)
+        return OnnxRuntime(tensors, threads, temperature)
     try:
         import torch
 
@@ -83,4 +85,5 @@ def make_runtime(
         ) from None
     # torch's default, one thread per core in every worker process, oversubscribes the CPUs.
     torch.set_num_threads(threads)
-    return TorchRuntime(net_from_tensors(tensors, dropout), torch.device(device))
+    net = net_from_tensors(tensors, dropout)
+    return TorchRuntime(net, torch.device(device), temperature=temperature)

@@ -131,6 +131,7 @@ def test_export_writes_the_served_graph_with_its_provenance(
     predictor.load()
     served = predictor.forward(images).probabilities
     assert (exported.argmax(axis=1) == served.argmax(axis=1)).all()
+    np.testing.assert_allclose(exported, served, atol=1e-6)  # calibrated as the service serves
 
 
 def test_train_is_the_training_cli(tmp_path, mnist_dir):

@@ -5,7 +5,7 @@ import onnx
 import pytest
 import torch
 
-from app.inference import Predictor
+from app.inference import Predictor, apply_temperature
 from app.model import net_from_tensors
 from app.onnx_graph import build_onnx_graph
 from app.runtime import OnnxRuntime, RuntimeUnavailable, make_runtime
@@ -27,6 +27,19 @@ def test_onnxruntime_reads_every_test_image_as_torch_does(reading_weights, mnist
     assert np.array_equal(by_onnx.argmax(1), by_torch.argmax(1))  # the same 10,000 digits
     assert np.abs(by_onnx - by_torch).max() < 1e-5
     assert (by_onnx.argmax(1) == labels).mean() > 0.99  # and they are right
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.7])
+def test_both_runtimes_calibrate_with_the_temperature(reading_weights, mnist_test_set, temperature):
+    """The temperature inside each runtime's graph is apply_temperature's, to float32 rounding."""
+    images = mnist_test_set[0][:500]
+    tensors = load_weights(reading_weights).tensors
+    net = net_from_tensors(tensors)
+    expected = apply_temperature(OnnxRuntime(tensors, threads=1)(images), temperature)
+    tempered_onnx = OnnxRuntime(tensors, threads=1, temperature=temperature)(images)
+    tempered_torch = TorchRuntime(net, torch.device("cpu"), temperature=temperature)(images)
+    np.testing.assert_allclose(tempered_onnx, expected, atol=1e-6)
+    np.testing.assert_allclose(tempered_torch, expected, atol=1e-5)
 
 
 def test_one_image_and_a_batch_agree(reading_weights, mnist_test_set):
