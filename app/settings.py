@@ -147,6 +147,13 @@ class Settings(BaseSettings):
     )
     # NoDecode: pydantic-settings would parse the value as JSON only; the validator also takes
     # the comma-separated form people write by hand.
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's own OpenTelemetry spans, metrics and logs for each request, sent "
+        "to the tracer and meter providers the process sets up (e.g. opentelemetry-instrument). "
+        "Off by default: /metrics and the JSON request log cover every request, and the check "
+        "for providers costs every request CPU.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         [],
         description="Origins other web pages may call the API from (CORS), comma-separated or a "

@@ -1,7 +1,11 @@
 """GET /metrics (Prometheus) and the structured request log."""
 
+import ast
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -64,3 +68,45 @@ def test_request_log_is_one_json_line_without_image_bytes(client, caplog, encode
     assert entry["method"] == "POST" and entry["path"] == "/predict"
     assert entry["status"] == 200 and entry["duration_ms"] > 0
     assert marker not in caplog.text
+
+
+OPENTELEMETRY_PROBE = """
+import sys
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+
+started = []
+
+class RecordingTracer(trace.NoOpTracer):
+    def start_span(self, name, *args, **kwargs):
+        started.append(name)
+        return super().start_span(name, *args, **kwargs)
+
+class RecordingProvider(trace.TracerProvider):  # a configured provider, as an SDK's would be
+    def get_tracer(self, *args, **kwargs):
+        return RecordingTracer()
+
+trace.set_tracer_provider(RecordingProvider())
+from app.main import create_app
+from app.settings import Settings
+
+with TestClient(create_app(Settings(weights=sys.argv[1], cpu_threads=1))) as client:
+    assert client.get("/health").status_code == 200
+print(started)
+"""
+
+
+@pytest.mark.parametrize(("setting", "spans"), [("true", ["GET"]), ("false", []), (None, [])])
+def test_fastapi_opentelemetry_spans_only_when_asked(untrained_weights, setting, spans):
+    """S4_OPENTELEMETRY=true sends FastAPI's request spans to the process's tracer provider;
+    by default there are none, even with a provider set up. (A process of its own: the tracer
+    provider is global and can be set once.)"""
+    env = {key: value for key, value in os.environ.items() if key != "S4_OPENTELEMETRY"}
+    if setting is not None:
+        env["S4_OPENTELEMETRY"] = setting
+    result = subprocess.run(
+        [sys.executable, "-c", OPENTELEMETRY_PROBE, str(untrained_weights)],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    started = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    assert started[: len(spans)] == spans and bool(started) == bool(spans)
