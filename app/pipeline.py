@@ -467,11 +467,8 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
 
 
 def median_level(gray: np.ndarray) -> float:
-    """The median of ``gray``'s levels, equal to ``np.median(gray)``, from one partition.
-
-    np.median partitions too, then spends most of its 9 µs on a 28x28 upload checking its
-    arguments; this takes 2 (docs/decisions.md).
-    """
+    """The median of ``gray``'s levels (at least one), equal to ``np.median(gray)``, from one
+    ``np.partition`` without np.median's argument handling (docs/decisions.md)."""
     flat = gray.ravel()
     middle = (flat.size - 1) // 2
     if flat.size % 2:
