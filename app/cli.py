@@ -137,8 +137,8 @@ class FilePrediction:
 
 def loaded_predictor(settings):
     """The service's Predictor, loaded; raises WeightsError if the weights cannot be served."""
+    from app.artifacts.weights import WeightsError
     from app.inference import Predictor
-    from app.weights import WeightsError
 
     predictor = Predictor(settings)
     predictor.load()
@@ -150,7 +150,9 @@ def loaded_predictor(settings):
 def predict_files(files: list[Path], settings) -> list[FilePrediction]:
     """Each file prepared as /predict prepares an upload (app.pipeline), then one pass per batch
     through the service's Predictor. Raises WeightsError if the weights cannot be served."""
-    from app.pipeline import ImageRejected, Upload, prepare
+    from app.pipeline.errors import ImageRejected
+    from app.pipeline.prepare import prepare
+    from app.pipeline.uploads import Upload
 
     predictor = loaded_predictor(settings)
     results: list[FilePrediction | None] = [None] * len(files)
@@ -192,12 +194,14 @@ class FileNumber:
 
 
 def read_number_files(files: list[Path], settings) -> list[FileNumber]:
-    """Each file read as /read reads a picture (app.segmentation), its candidate digits in one
-    pass through the service's Predictor. Raises WeightsError if the weights cannot be served."""
+    """Each file read as /read reads a picture (app.numbers.segmentation), its candidate
+    digits in one pass through the service's Predictor. Raises WeightsError if the weights
+    cannot be served."""
     import numpy as np
 
-    from app.pipeline import ImageRejected, Upload
-    from app.segmentation import choose, encode_number, segment_upload
+    from app.numbers.segmentation import choose, encode_number, segment_upload
+    from app.pipeline.errors import ImageRejected
+    from app.pipeline.uploads import Upload
 
     predictor = loaded_predictor(settings)
     results = []
@@ -218,8 +222,8 @@ def read_number_files(files: list[Path], settings) -> list[FileNumber]:
 
 
 def predict(args: argparse.Namespace) -> int:
+    from app.artifacts.weights import WeightsError
     from app.settings import Settings
-    from app.weights import WeightsError
 
     settings = Settings(weights=args.weights) if args.weights else Settings()
     try:
@@ -240,11 +244,11 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    from app.artifacts.weights import WeightsError, atomic_write_bytes, load_weights
     from app.inference import card_temperature
-    from app.inference_protocol import model_version
-    from app.onnx_graph import build_onnx_graph
+    from app.protocols.open_inference import model_version
+    from app.runtime.onnx_graph import build_onnx_graph
     from app.settings import Settings
-    from app.weights import WeightsError, atomic_write_bytes, load_weights
 
     weights_path = args.weights or Settings().weights
     try:

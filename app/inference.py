@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from app.architecture import INPUT_SHAPE
-from app.device import DeviceUnavailable, resolve_device
-from app.runtime import Runtime, RuntimeUnavailable, make_runtime
+from app.artifacts.architecture import INPUT_SHAPE
+from app.artifacts.weights import LoadedWeights, WeightsError, load_weights
+from app.runtime.device import DeviceUnavailable, resolve_device
+from app.runtime.runtimes import Runtime, RuntimeUnavailable, make_runtime
 from app.settings import Settings
-from app.weights import LoadedWeights, WeightsError, load_weights
 
 # Why a load or reload fails: the settings ask for what this process cannot do, or the weights
 # are unusable. Whichever, the served weights stay as they were and the message says why.

@@ -13,20 +13,12 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api import admin, health, model_card, page, predict, prometheus, read, v2
+from app.api.schemas import errors_as_text
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
-from app.pipeline import MicroBatcher, PipelineError
-from app.routers import (
-    admin,
-    health,
-    inference_protocol,
-    model_card,
-    page,
-    predict,
-    prometheus,
-    read,
-)
-from app.schemas import errors_as_text
+from app.pipeline.batcher import MicroBatcher
+from app.pipeline.errors import PipelineError
 from app.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -164,13 +156,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error_as_text)
     app.add_exception_handler(PipelineError, predict.pipeline_error_answer)
     # The raw routes go in the app's own routes, first (include_router would wrap them again).
-    app.router.routes[:0] = [predict.route, *inference_protocol.infer_routes]
+    app.router.routes[:0] = [predict.route, *v2.infer_routes]
     app.include_router(read.router)  # POST /read: whole numbers
     app.include_router(health.router)
     app.include_router(model_card.router)
     app.include_router(prometheus.router)
     app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
-    app.include_router(inference_protocol.router)  # /v2/...: Triton and KServe clients
+    app.include_router(v2.router)  # /v2/...: Triton and KServe clients
     if settings.admin_token:
         app.include_router(admin.router)
     return app

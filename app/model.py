@@ -4,7 +4,7 @@ The architecture is a contract (``shared/spec/s4-net.md``): block names, layer o
 shapes and parameter counts must match the spec table row for row, because GET /model reports
 them and clients may rely on them. This is the net in torch, for training (``training/``) and the
 torch runtime; its layers as torch-free data (GET /model, the weights check, the CPU worker's ONNX
-graph) are app/architecture.py, and the tests hold the two to each other.
+graph) are app/artifacts/architecture.py, and the tests hold the two to each other.
 """
 
 from collections.abc import Mapping
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.architecture import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from app.artifacts.architecture import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 
 # Chosen by experiment on a held-out slice of the training set (5,000 held-out training images;
 # 5-epoch runs on 15,000 others): rate 0 -> 98.60 %, 0.05 -> 98.44 %, 0.1 -> 97.86 %. With batch

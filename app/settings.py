@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.device import nvidia_gpu_present, torch_installed
+from app.runtime.device import nvidia_gpu_present, torch_installed
 
 # Each worker is a process with its own model (~100 MiB resident on the CPU); past this many,
 # scale out with more machines or replicas rather than filling one host with processes by default.

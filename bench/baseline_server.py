@@ -15,8 +15,8 @@ import torch
 from fastapi import FastAPI, UploadFile
 from PIL import Image
 
+from app.artifacts.weights import load_weights
 from app.model import net_from_tensors, normalize
-from app.weights import load_weights
 
 model = net_from_tensors(
     load_weights(Path(os.environ.get("S4_WEIGHTS", "weights/s4net.safetensors"))).tensors

@@ -2,9 +2,9 @@
 
     python bench/forward_pass.py [--device cpu|cuda] [--threads N] [--seconds 3] [--peak-gflops N]
 
-Each runtime the service can use (app/runtime.py: ONNX Runtime, PyTorch in channels_last) is
-timed from uint8 pixels to probabilities, as the service calls it, next to plain PyTorch (NCHW,
-torch's default layout) for reference.
+Each runtime the service can use (app/runtime/runtimes.py: ONNX Runtime, PyTorch in
+channels_last) is timed from uint8 pixels to probabilities, as the service calls it, next to
+plain PyTorch (NCHW, torch's default layout) for reference.
 
 The peak defaults to an estimate for this CPU (cores x GHz x FLOP/cycle from its vector units);
 pass --peak-gflops to compare against a different figure. Weights do not change the speed, so a
@@ -22,11 +22,11 @@ import onnxruntime
 import torch
 from torchinfo import summary
 
-from app.architecture import INPUT_SHAPE
-from app.device import resolve_device
+from app.artifacts.architecture import INPUT_SHAPE
 from app.model import S4Net
-from app.runtime import OnnxRuntime
-from app.torch_runtime import TorchRuntime
+from app.runtime.device import resolve_device
+from app.runtime.runtimes import OnnxRuntime
+from app.runtime.torch_runtime import TorchRuntime
 
 
 def cpu_peak_gflops() -> float:

@@ -42,8 +42,8 @@ from hypothesis import HealthCheck, Phase, assume, given, seed, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.inference_protocol import HEADER_LENGTH
 from app.main import create_app
+from app.protocols.open_inference_rest import HEADER_LENGTH
 from app.settings import Settings
 from bench.load import COMMITTED_WEIGHTS, SERVICE_ENV
 from bench.servers import running_server

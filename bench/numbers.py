@@ -1,4 +1,4 @@
-"""Whole-number reading (app.segmentation) on numbers composed from real MNIST digits, seeded.
+"""Whole-number reading (app.numbers.segmentation) on numbers composed from real MNIST digits.
 
     .venv/bin/python -m bench.numbers                      # MNIST test digits: the figures
     .venv/bin/python -m bench.numbers --source holdout     # the last 5,000 training digits: tuning
@@ -10,7 +10,8 @@ holds them out). Each digit is cropped to its ink, scaled by +-15 % and moved up
 +-15 % of its height; the gap between neighbours' ink is one of GAPS (negative: they overlap);
 the whole number is slanted slightly; half are black ink on white paper, half white on black;
 a few get a stray pen mark (a short line) above or below the digits. The picture goes through
-app.segmentation.read_number with the committed weights (ONNX Runtime on the CPU, as served).
+app.numbers.segmentation.read_number with the committed weights (ONNX Runtime on the CPU, as
+served).
 
 Prints whole-number accuracy by length and by gap, digit accuracy (over numbers read with the
 right number of digits), and the issue's targets at 4 digits.
@@ -25,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.pipeline import crop_to_ink
-from app.runtime import OnnxRuntime
-from app.segmentation import read_number
-from app.weights import load_weights
+from app.artifacts.weights import load_weights
+from app.numbers.segmentation import read_number
+from app.pipeline.mnist_form import crop_to_ink
+from app.runtime.runtimes import OnnxRuntime
 from bench.serve import COMMITTED_WEIGHTS, MNIST_DIR
 from training.mnist import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_idx
 

@@ -32,10 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from app.artifacts.weights import atomic_write_bytes, card_path_for
 from app.inference import Predictor, apply_temperature, card_temperature
-from app.pipeline import ImageRejected, Upload, prepare
+from app.pipeline.errors import ImageRejected
+from app.pipeline.prepare import prepare
+from app.pipeline.uploads import Upload
 from app.settings import Settings
-from app.weights import atomic_write_bytes, card_path_for
 from bench.renderings import RENDERINGS, Rendering
 from training.config import TrainConfig
 from training.mnist import load_mnist, resolve_data_dir

@@ -12,10 +12,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.artifacts.weights import save_weights
 from app.main import create_app
 from app.model import S4Net
 from app.settings import Settings
-from app.weights import save_weights
 from training.mnist import TEST_IMAGES, TEST_LABELS, read_idx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.artifacts.weights import card_path_for
 from app.cli import main
 from app.inference import Predictor
 from app.main import create_app
 from app.settings import Settings
-from app.weights import card_path_for
 from bench.servers import running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

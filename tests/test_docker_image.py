@@ -25,9 +25,9 @@ import httpx
 import pytest
 from PIL import Image
 
+from app.artifacts.weights import save_weights
 from app.model import S4Net
 from app.settings import Settings
-from app.weights import save_weights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_ROOT / "Dockerfile"

@@ -1,4 +1,4 @@
-"""app.inference_protocol: the Open Inference Protocol's parsing and encoding, without HTTP."""
+"""app.protocols.open_inference: the Open Inference Protocol's parsing and encoding, no HTTP."""
 
 import base64
 import gzip
@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from app.inference_protocol import (
+from app.protocols.open_inference import ProtocolError
+from app.protocols.open_inference_rest import (
     HEADER_LENGTH,
-    ProtocolError,
     decode_content,
     encode_infer_response,
     parse_infer_request,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.inference_protocol import model_version
+from app.artifacts.weights import card_path_for
 from app.main import create_app
+from app.protocols.open_inference import model_version
 from app.settings import Settings
-from app.weights import card_path_for
 from tests.test_reliability import AUTH, TOKEN
 
 INFER = "/v2/models/s4net/infer"

@@ -5,10 +5,10 @@ import re
 import pytest
 import torch
 
-from app.architecture import format_summary_table, layer_rows, parameter_shapes
-from app.device import DeviceUnavailable, resolve_device
-from app.layers import layer_summary
+from app.artifacts.architecture import format_summary_table, layer_rows, parameter_shapes
+from app.artifacts.layers import layer_summary
 from app.model import S4Net, normalize
+from app.runtime.device import DeviceUnavailable, resolve_device
 from tests.conftest import SPEC_PATH
 
 ROW = re.compile(r"^\s+(\w+)-(\d+)\s+(\[[-\d, ]+\])\s+([\d,]+)$")
@@ -62,7 +62,7 @@ def test_text_summary_is_the_spec_table_byte_for_byte(net):
 
 
 def test_the_architecture_table_gives_torchinfos_rows(net):
-    """GET /model's rows come from app.architecture without torch: they must be torchinfo's."""
+    """GET /model's rows come from app.artifacts.architecture, without torch: torchinfo's rows."""
     assert layer_rows() == layer_summary(net)
 
 

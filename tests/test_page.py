@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from app.routers.page import STATIC_DIR
+from app.api.page import STATIC_DIR
 
 
 class _PageOutline(HTMLParser):

@@ -1,24 +1,39 @@
-"""The pipeline's own steps (app.pipeline) that the other test files reach only through HTTP."""
+"""The pipeline's own steps (app/pipeline/) that the other test files reach only through HTTP."""
 
 import numpy as np
 import pytest
 
-from app import pipeline
-from app.routers.predict import status_code_of
+from app.api.predict import status_code_of
+from app.pipeline.answer import encode
+from app.pipeline.batcher import BatchResult
+from app.pipeline.errors import (
+    BlankImage,
+    ImageRejected,
+    ImageTooLarge,
+    MalformedBody,
+    ModelNotReady,
+    Overloaded,
+    UnsupportedImage,
+    UnsupportedMediaType,
+    UploadRejected,
+    UploadTooLarge,
+)
+from app.pipeline.prepare import PreparedImage, prepare
+from app.pipeline.uploads import Upload
 
 
 def test_prepare_names_the_upload_in_its_refusal():
-    with pytest.raises(pipeline.ImageRejected, match=r"^image 2 \(x\.png\) is empty"):
-        pipeline.prepare(pipeline.Upload(2, "x.png", b""), 1_000)
+    with pytest.raises(ImageRejected, match=r"^image 2 \(x\.png\) is empty"):
+        prepare(Upload(2, "x.png", b""), 1_000)
 
 
 def test_encode_answers_each_image_in_order_with_top_k_and_its_input():
-    uploads = [pipeline.Upload(0, "a.png", b""), pipeline.Upload(1, None, b"")]
+    uploads = [Upload(0, "a.png", b""), Upload(1, None, b"")]
     pixels = np.zeros((28, 28), np.uint8)
-    images = [pipeline.PreparedImage((28, 28), pixels), pipeline.PreparedImage((40, 30), pixels)]
+    images = [PreparedImage((28, 28), pixels), PreparedImage((40, 30), pixels)]
     probabilities = np.eye(10, dtype=np.float32)[[3, 8]]
-    result = pipeline.BatchResult(probabilities, "sha", 1.5)
-    answer = pipeline.encode(uploads, images, result, "cpu", top_k=2, return_input=True)
+    result = BatchResult(probabilities, "sha", 1.5)
+    answer = encode(uploads, images, result, "cpu", top_k=2, return_input=True)
     first, second = answer["predictions"]
     assert (first["digit"], second["digit"]) == (3, 8)
     assert first["top_k"][0] == {"digit": 3, "probability": 1.0} and len(first["top_k"]) == 2
@@ -30,16 +45,16 @@ def test_encode_answers_each_image_in_order_with_top_k_and_its_input():
 @pytest.mark.parametrize(
     ("error", "status"),
     [
-        (pipeline.MalformedBody, 400),
-        (pipeline.UploadTooLarge, 413),
-        (pipeline.ImageTooLarge, 413),
-        (pipeline.UnsupportedMediaType, 415),
-        (pipeline.UnsupportedImage, 415),
-        (pipeline.UploadRejected, 422),
-        (pipeline.ImageRejected, 422),
-        (pipeline.BlankImage, 422),
-        (pipeline.ModelNotReady, 503),
-        (pipeline.Overloaded, 503),
+        (MalformedBody, 400),
+        (UploadTooLarge, 413),
+        (ImageTooLarge, 413),
+        (UnsupportedMediaType, 415),
+        (UnsupportedImage, 415),
+        (UploadRejected, 422),
+        (ImageRejected, 422),
+        (BlankImage, 422),
+        (ModelNotReady, 503),
+        (Overloaded, 503),
     ],
 )
 def test_each_pipeline_error_has_its_status(error, status):

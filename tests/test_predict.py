@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from app.api.schemas import PredictionResponse
 from app.inference import Predictor
 from app.main import create_app
-from app.schemas import PredictionResponse
 from app.settings import Settings
 
 SAMPLE = 200  # MNIST test digits re-drawn per transformation in the rendering tests

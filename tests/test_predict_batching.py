@@ -11,7 +11,9 @@ import pytest
 
 from app.inference import ForwardPass
 from app.metrics import Metrics
-from app.pipeline import MicroBatcher, Overloaded, PreparedImage, batch, unbatch
+from app.pipeline.batcher import MicroBatcher, batch, unbatch
+from app.pipeline.errors import Overloaded
+from app.pipeline.prepare import PreparedImage
 
 
 class EchoPredictor:

@@ -11,28 +11,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageDraw, PngImagePlugin
 
-from app.pipeline import (
+from app.api.predict import status_code_of
+from app.pipeline.decode import decode_gray_png, decode_image, to_grayscale
+from app.pipeline.errors import BlankImage, ImageRejected, ImageTooLarge, UnsupportedImage
+from app.pipeline.mnist_form import (
     MNIST_BOX,
     MNIST_CENTER,
-    BlankImage,
-    ImageRejected,
-    ImageTooLarge,
-    UnsupportedImage,
-    Upload,
     center_by_mass,
     crop_to_ink,
-    decode_gray_png,
-    decode_image,
     ink_levels,
     is_light_background,
     is_mnist_form,
     median_level,
-    prepare,
     scale_to_box,
-    to_grayscale,
     to_mnist_form,
 )
-from app.routers.predict import status_code_of
+from app.pipeline.prepare import prepare
+from app.pipeline.uploads import Upload
 from training.mnist import load_mnist
 
 MAX_PIXELS = 16_000_000

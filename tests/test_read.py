@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.api.schemas import ReadResponse
 from app.main import create_app
-from app.schemas import ReadResponse
 from app.settings import Settings
 from bench.numbers import compose
 

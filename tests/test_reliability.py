@@ -13,11 +13,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.artifacts.weights import card_path_for, save_weights
 from app.inference import Predictor
 from app.main import RequestTimeoutMiddleware, create_app
 from app.model import S4Net
 from app.settings import Settings
-from app.weights import card_path_for, save_weights
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

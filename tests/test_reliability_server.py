@@ -14,8 +14,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
+from app.artifacts.weights import card_path_for, save_weights
 from app.model import S4Net
-from app.weights import card_path_for, save_weights
 from bench.fuzz import contract_violation, predict_requests
 from bench.load import load_cases, run_load
 from bench.servers import running_server

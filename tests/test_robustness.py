@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.artifacts.weights import WeightsError, card_path_for
 from app.inference import Predictor, apply_temperature, card_temperature
 from app.settings import Settings
-from app.weights import WeightsError, card_path_for
 from bench.renderings import RENDERINGS
 from bench.robustness import (
     expected_calibration_error,

@@ -1,17 +1,17 @@
-"""The two runtimes (app/runtime.py) read digits identically; the service picks the right one."""
+"""The two runtimes (app/runtime/runtimes.py) read digits identically; the right one is picked."""
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
+from app.artifacts.weights import load_weights
 from app.inference import Predictor, apply_temperature
 from app.model import net_from_tensors
-from app.onnx_graph import build_onnx_graph
-from app.runtime import OnnxRuntime, RuntimeUnavailable, make_runtime
+from app.runtime.onnx_graph import build_onnx_graph
+from app.runtime.runtimes import OnnxRuntime, RuntimeUnavailable, make_runtime
+from app.runtime.torch_runtime import TorchRuntime
 from app.settings import Settings
-from app.torch_runtime import TorchRuntime
-from app.weights import load_weights
 
 
 def read_all(runtime, images: np.ndarray) -> np.ndarray:

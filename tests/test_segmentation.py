@@ -1,4 +1,4 @@
-"""app.segmentation: pictures of several digits -> candidate digits -> the number, left to right.
+"""app.numbers.segmentation: pictures of several digits -> candidate digits -> the number.
 
 The pure steps are tested on drawn shapes; read_number on real MNIST test digits with the
 committed weights (bench/numbers.py composes them; tests/test_numbers_bench.py runs its subset).
@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from app.pipeline import BlankImage, ink_levels, ink_to_mnist_form
-from app.routers.predict import status_code_of
-from app.runtime import OnnxRuntime
-from app.segmentation import (
+from app.api.predict import status_code_of
+from app.artifacts.weights import load_weights
+from app.numbers.segmentation import (
     MAX_CUT_WIDTH,
     MAX_GROUPS,
     MIN_CUT_WIDTH,
@@ -22,7 +21,9 @@ from app.segmentation import (
     read_number,
     segment,
 )
-from app.weights import load_weights
+from app.pipeline.errors import BlankImage
+from app.pipeline.mnist_form import ink_levels, ink_to_mnist_form
+from app.runtime.runtimes import OnnxRuntime
 from bench.numbers import compose
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.device import nvidia_gpu_present
+from app.runtime.device import nvidia_gpu_present
 from app.settings import cgroup_cpu_quota
 from tests.conftest import REPO_ROOT
 
@@ -33,7 +33,7 @@ def test_a_cpu_worker_serves_reads_a_digit_and_reports_the_model_without_torch()
     code = """
 from pathlib import Path
 from fastapi.testclient import TestClient
-import app.pipeline  # reading uploads, decode, prepare, batching, encode
+import app.pipeline.answer, app.pipeline.batcher, app.pipeline.uploads  # every step of the pipeline
 from app.main import create_app
 from app.settings import Settings
 

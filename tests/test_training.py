@@ -17,8 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from app.artifacts.weights import load_weights
 from app.model import MNIST_MEAN, MNIST_STD, normalize
-from app.weights import load_weights
 from training.__main__ import main
 from training.augment import AugmentConfig, augment_batch
 from training.mnist import load_mnist

@@ -1,15 +1,15 @@
 """CI gate: the committed weights read the full official test set at >= 99.5 %.
 
-Loaded through app.weights.load_weights, exactly as the service loads them, so this also checks
-that the committed file matches its card's checksum.
+Loaded through app.artifacts.weights.load_weights, exactly as the service loads them, so this
+also checks that the committed file matches its card's checksum.
 """
 
 from pathlib import Path
 
 import torch
 
+from app.artifacts.weights import load_weights
 from app.model import net_from_tensors, normalize
-from app.weights import load_weights
 from training.mnist import TEST_IMAGES, TEST_LABELS, read_idx
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "s4net.safetensors"

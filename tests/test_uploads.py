@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser
 
-from app.pipeline import ImagePartCollector, PipelineError, split_whole_body
+from app.pipeline.errors import PipelineError
+from app.pipeline.uploads import ImagePartCollector, split_whole_body
 
 MAX_IMAGES = 3
 MAX_IMAGE_BYTES = 48

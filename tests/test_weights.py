@@ -7,8 +7,14 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
+from app.artifacts.weights import (
+    WeightsError,
+    card_path_for,
+    load_weights,
+    save_weights,
+    sha256_hex,
+)
 from app.model import S4Net
-from app.weights import WeightsError, card_path_for, load_weights, save_weights, sha256_hex
 
 
 def test_round_trip_keeps_every_tensor(untrained_weights):

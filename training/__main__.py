@@ -1,7 +1,8 @@
 """`python -m training`: train the S4 net, then write its weights, card and plots.
 
 Outputs (under --out-dir, default the current directory, i.e. the repo root):
-  weights/s4net.safetensors + weights/s4net.json   the weights and their card (app.weights)
+  weights/s4net.safetensors + weights/s4net.json   the weights and their card
+                                                    (app.artifacts.weights)
   reports/training_curves.png, reports/misclassified.png
   checkpoints/last.safetensors                      resumable state, rewritten every epoch
 """
@@ -20,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from app.weights import atomic_write_bytes, card_path_for, save_weights
+from app.artifacts.weights import atomic_write_bytes, card_path_for, save_weights
 from training.augment import AugmentConfig
 from training.card import build_card
 from training.config import TrainConfig

@@ -28,9 +28,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from app.device import DeviceUnavailable, resolve_device
+from app.artifacts.weights import atomic_write_bytes
 from app.model import S4Net, normalize
-from app.weights import atomic_write_bytes
+from app.runtime.device import DeviceUnavailable, resolve_device
 from training.augment import augment_batch
 from training.config import TrainConfig
 from training.mnist import Mnist
@@ -178,7 +178,8 @@ def train(config: TrainConfig, data: Mnist, checkpoint_path: Path, resume: bool)
         )
         save_checkpoint(checkpoint_path, config, model, optimizer, scheduler, generator, history)
 
-    # Report what the saved weights do as app.weights loads and serves them: in the default layout.
+    # Report what the saved weights do as app.artifacts.weights loads and serves them: in the
+    # default layout.
     model = model.to(memory_format=torch.contiguous_format)
     final = evaluate(model, eval_x, eval_y)
     return TrainResult(model.cpu(), history, final, evaluated_on, device)

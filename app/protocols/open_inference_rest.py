@@ -1,12 +1,6 @@
-"""The Open Inference Protocol (KServe v2, Triton's HTTP protocol) for the S4 net, without HTTP.
+"""The Open Inference Protocol's REST codec: JSON and binary-tensor request bodies in, answers out.
 
-Pure parsing and encoding, independent of FastAPI: app/routers/inference_protocol.py moves the
-bytes. The model ``s4net`` has two inputs, of which a request carries one, and two outputs:
-
-    images       UINT8  [-1, 28, 28]  digits in MNIST form (white ink on black), read as they are
-    image_bytes  BYTES  [-1]          encoded image files, prepared as /predict prepares uploads
-    probabilities FP32  [-1, 10]
-    digit        INT64  [-1]
+Pure parsing and encoding, independent of FastAPI: app/api/v2.py moves the bytes.
 
 Tensors come as JSON ``data`` (flat or nested row-major; BYTES as UTF-8 strings, or base64 with
 the input parameter ``content_type: base64``, MLServer's convention) or in the binary tensor data
@@ -23,82 +17,28 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import orjson
 
-from app.pipeline import MNIST_SIZE, PreparedImage
+from app.pipeline.mnist_form import MNIST_SIZE
+from app.protocols.open_inference import (
+    DIGIT,
+    IMAGE_BYTES,
+    IMAGES,
+    INPUTS,
+    MODEL_NAME,
+    OUTPUTS,
+    PROBABILITIES,
+    InferRequest,
+    ProtocolError,
+    RequestedOutput,
+    digits,
+)
 
-MODEL_NAME = "s4net"
-IMAGES = "images"
-IMAGE_BYTES = "image_bytes"
-PROBABILITIES = "probabilities"
-DIGIT = "digit"
-VERSION_HEX_DIGITS = 12  # a model version is this many leading hex digits of the weights' SHA-256
-INPUTS = [
-    {"name": IMAGES, "datatype": "UINT8", "shape": [-1, MNIST_SIZE, MNIST_SIZE]},
-    {"name": IMAGE_BYTES, "datatype": "BYTES", "shape": [-1]},
-]
-OUTPUTS = [
-    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, 10]},
-    {"name": DIGIT, "datatype": "INT64", "shape": [-1]},
-]
-EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 PIXELS_PER_IMAGE = MNIST_SIZE * MNIST_SIZE
 BYTES_LENGTH = struct.Struct("<I")  # the length before each BYTES element in binary data
-
-
-class ProtocolError(Exception):
-    """The request cannot be answered; the message says what to fix. 400 unless told otherwise."""
-
-    def __init__(self, message: str, status_code: int = 400):
-        super().__init__(message)
-        self.status_code = status_code
-
-
-@dataclass(frozen=True)
-class RequestedOutput:
-    name: str
-    binary: bool  # raw bytes after the JSON header, instead of JSON data
-
-
-@dataclass(frozen=True)
-class InferRequest:
-    id: str | None
-    images: np.ndarray | None  # uint8 [n, 28, 28] when the input is `images`
-    encoded: list[bytes] | None  # the files when the input is `image_bytes`
-    outputs: tuple[RequestedOutput, ...]  # in the order to answer them
-
-    @property
-    def count(self) -> int:
-        return len(self.images) if self.images is not None else len(self.encoded)
-
-
-def model_version(weights_sha256: str) -> str:
-    """The served weights' version: the first 12 hex digits of their SHA-256."""
-    return weights_sha256[:VERSION_HEX_DIGITS]
-
-
-def server_metadata() -> dict:
-    try:
-        server_version = version("s4digits")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        server_version = "unknown"
-    return {"name": "s4digits", "version": server_version, "extensions": EXTENSIONS}
-
-
-def model_metadata(versions: list[str], platform: str) -> dict:
-    """``versions``: the served one, or none while no weights are loaded."""
-    return {
-        "name": MODEL_NAME,
-        "versions": versions,
-        "platform": platform,
-        "inputs": INPUTS,
-        "outputs": OUTPUTS,
-    }
-
 
 # Requests ----------------------------------------------------------------------------------
 
@@ -368,11 +308,6 @@ def _requested_outputs(outputs: object, binary_default: bool) -> tuple[Requested
     return tuple(requested)
 
 
-def as_prepared_images(images: np.ndarray) -> list[PreparedImage]:
-    """`images` input, read as it is."""
-    return [PreparedImage(input_size=(MNIST_SIZE, MNIST_SIZE), pixels=pixels) for pixels in images]
-
-
 # Responses ---------------------------------------------------------------------------------
 
 
@@ -412,8 +347,3 @@ def encode_infer_response(
     return EncodedResponse(
         header + b"".join(blobs), "application/octet-stream", {HEADER_LENGTH: str(len(header))}
     )
-
-
-def digits(probabilities: np.ndarray) -> np.ndarray:
-    """Each image's digit: its most probable class, as /predict answers it."""
-    return probabilities.argmax(axis=1)

@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from app.architecture import INPUT_SHAPE, LayerRow, format_summary_table, layer_rows
-from app.dependencies import get_predictor
+from app.api.dependencies import get_predictor
+from app.api.schemas import Layer, ModelSummary, WeightsInfo, error_responses
+from app.artifacts.architecture import INPUT_SHAPE, LayerRow, format_summary_table, layer_rows
 from app.inference import Predictor
-from app.schemas import Layer, ModelSummary, WeightsInfo, error_responses
 
 router = APIRouter(tags=["model"])
 

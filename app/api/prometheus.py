@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.dependencies import get_metrics
+from app.api.dependencies import get_metrics
 from app.metrics import Metrics
 
 router = APIRouter(tags=["operations"])

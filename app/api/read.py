@@ -1,10 +1,10 @@
 """POST /read: pictures of whole numbers in, each number and its digits (with boxes) out.
 
-Same inputs, limits and errors as /predict: the same pipeline steps (app.pipeline.read_uploads,
+Same inputs, limits and errors as /predict: the same pipeline steps (app.read_uploads,
 decode), its domain errors answered by the app's one handler for them. Per request: decode and
-segment every picture in a worker thread (app.segmentation.segment_upload), send every
+segment every picture in a worker thread (app.numbers.segmentation.segment_upload), send every
 candidate digit of every picture to the shared batcher in one call, then keep each picture's
-most confident cuts (app.segmentation.choose).
+most confident cuts (app.numbers.segmentation.choose).
 """
 
 import orjson
@@ -12,10 +12,12 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from app import pipeline
-from app.routers.predict import REQUEST_BODY
-from app.schemas import ReadResponse, error_responses
-from app.segmentation import Segmentation, choose, encode_number, segment_upload
+from app.api.predict import REQUEST_BODY
+from app.api.schemas import ReadResponse, error_responses
+from app.numbers.segmentation import Segmentation, choose, encode_number, segment_upload
+from app.pipeline.batcher import check_ready, unbatch
+from app.pipeline.errors import UploadTooLarge
+from app.pipeline.uploads import Upload, read_uploads
 
 READ_ERRORS = error_responses(
     s400="Malformed multipart body.",
@@ -29,7 +31,7 @@ READ_ERRORS = error_responses(
 router = APIRouter(tags=["read"])
 
 
-def segment_uploads(uploads: list[pipeline.Upload], max_pixels: int) -> list[Segmentation]:
+def segment_uploads(uploads: list[Upload], max_pixels: int) -> list[Segmentation]:
     """``segment_upload`` each upload, in order (CPU work, run in a worker thread); the first
     picture that cannot be read fails the request, with a message that names it."""
     return [segment_upload(upload, max_pixels) for upload in uploads]
@@ -53,23 +55,21 @@ async def read_numbers(request: Request) -> Response:
     """
     state = request.app.state
     settings = state.settings
-    pipeline.check_ready(state.predictor)
-    uploads = await pipeline.read_uploads(request, settings.max_images, settings.max_image_bytes)
+    check_ready(state.predictor)
+    uploads = await read_uploads(request, settings.max_images, settings.max_image_bytes)
     # In a worker thread, not on the forward thread (batcher.prepare_and_predict): the batcher
     # counts a job's images against its limits before preparing them, and how many candidate
     # digits a picture holds is known only once it is segmented.
     segmentations = await run_in_threadpool(segment_uploads, uploads, settings.max_pixels)
     candidates = [image for found in segmentations for image in found.candidates]
     if len(candidates) > settings.batch_queue_images:
-        raise pipeline.UploadTooLarge(
+        raise UploadTooLarge(
             f"these pictures hold {len(candidates):,} candidate digits, more than the service "
             f"reads in one request ({settings.batch_queue_images:,}, S4_BATCH_QUEUE_IMAGES); "
             "send fewer pictures per request"
         )
     result = await state.batcher.predict(candidates)
-    rows = pipeline.unbatch(
-        result.probabilities, [len(found.candidates) for found in segmentations]
-    )
+    rows = unbatch(result.probabilities, [len(found.candidates) for found in segmentations])
     numbers = [
         encode_number(upload, choose(found, probabilities), found.input_size)
         for upload, found, probabilities in zip(uploads, segmentations, rows, strict=True)

@@ -23,15 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.pipeline import (
-    ImageRejected,
-    PreparedImage,
-    Upload,
-    decode,
-    ink_levels,
-    ink_to_mnist_form,
-    naming,
-)
+from app.pipeline.decode import decode
+from app.pipeline.errors import ImageRejected
+from app.pipeline.mnist_form import ink_levels, ink_to_mnist_form
+from app.pipeline.prepare import PreparedImage, naming
+from app.pipeline.uploads import Upload
 
 # x, y, width, height, in the picture's pixels.
 Box = tuple[int, int, int, int]
@@ -376,7 +372,7 @@ def read_number(gray: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]) -
 
 
 def encode_number(upload: Upload, reading: NumberReading, size: tuple[int, int]) -> dict:
-    """One picture's answer, shaped as ``app.schemas.NumberReading``."""
+    """One picture's answer, shaped as ``app.api.schemas.NumberReading``."""
     return {
         "index": upload.index,
         "filename": upload.filename,

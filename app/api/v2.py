@@ -1,6 +1,6 @@
 """The Open Inference Protocol's REST routes (/v2/...), so Triton and KServe clients work unchanged.
 
-The protocol itself (parsing, checks, encoding) is app.inference_protocol's; this module moves
+The protocol itself (parsing, checks, encoding) is app.protocols.open_inference's; this module moves
 bytes and shares the service's parts: infer requests go through the same micro-batcher as
 /predict, with the same limits, and errors answer ``{"error": "<what to fix>"}``: 400 for a bad
 request, 404 for an unknown model or version, 503 (with Retry-After) while the model is not
@@ -13,27 +13,31 @@ from functools import partial
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app import pipeline
-from app.inference_protocol import (
+from app.api.predict import RawRoute
+from app.api.schemas import ProtocolErrorBody, error_responses
+from app.pipeline.batcher import check_ready
+from app.pipeline.errors import ImageRejected, ModelNotReady, Overloaded, PipelineError
+from app.pipeline.prepare import prepare_all
+from app.pipeline.uploads import PART_OVERHEAD_BYTES, Upload, read_body
+from app.protocols.open_inference import (
     DIGIT,
-    HEADER_LENGTH,
     IMAGE_BYTES,
     IMAGES,
     MODEL_NAME,
     PROBABILITIES,
     ProtocolError,
     as_prepared_images,
-    decode_content,
     digits,
-    encode_infer_response,
     model_metadata,
     model_version,
-    parse_infer_request,
     server_metadata,
 )
-from app.pipeline import PART_OVERHEAD_BYTES
-from app.routers.predict import RawRoute
-from app.schemas import ProtocolErrorBody, error_responses
+from app.protocols.open_inference_rest import (
+    HEADER_LENGTH,
+    decode_content,
+    encode_infer_response,
+    parse_infer_request,
+)
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 MODEL = "/models/{model_name}"
@@ -130,15 +134,15 @@ async def model_ready(request: Request):
 
 
 # Each pipeline error's status here; the protocol calls every bad request a 400.
-PIPELINE_STATUS_CODES: dict[type[pipeline.PipelineError], int] = {
-    pipeline.ModelNotReady: 503,
-    pipeline.Overloaded: 503,
+PIPELINE_STATUS_CODES: dict[type[PipelineError], int] = {
+    ModelNotReady: 503,
+    Overloaded: 503,
 }
 
 
-def pipeline_error(exc: pipeline.PipelineError) -> JSONResponse:
+def pipeline_error(exc: PipelineError) -> JSONResponse:
     status_code = PIPELINE_STATUS_CODES.get(type(exc), 400)
-    message = f"{IMAGE_BYTES}: {exc}" if isinstance(exc, pipeline.ImageRejected) else str(exc)
+    message = f"{IMAGE_BYTES}: {exc}" if isinstance(exc, ImageRejected) else str(exc)
     return error(status_code, message, {"Retry-After": "1"} if status_code == 503 else None)
 
 
@@ -151,9 +155,9 @@ async def infer(request: Request) -> Response:
     settings, batcher = state.settings, state.batcher
     try:
         served_version(request, **request.path_params)
-        pipeline.check_ready(state.predictor)
+        check_ready(state.predictor)
         limit = max_body_bytes(settings.max_images, settings.max_image_bytes)
-        raw = await pipeline.read_body(request, limit, partial(body_too_large, limit))
+        raw = await read_body(request, limit, partial(body_too_large, limit))
         body = decode_content(raw, request.headers.get("content-encoding"), limit)
         infer_request = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), settings.max_images, settings.max_image_bytes
@@ -162,14 +166,13 @@ async def infer(request: Request) -> Response:
             result = await batcher.predict(as_prepared_images(infer_request.images))
         else:  # prepared on the forward thread, as /predict's uploads
             uploads = [
-                pipeline.Upload(index, None, data)
-                for index, data in enumerate(infer_request.encoded)
+                Upload(index, None, data) for index, data in enumerate(infer_request.encoded)
             ]
-            prepare = partial(pipeline.prepare_all, uploads, settings.max_pixels)
+            prepare = partial(prepare_all, uploads, settings.max_pixels)
             result = await batcher.prepare_and_predict(len(uploads), prepare)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
-    except pipeline.PipelineError as exc:
+    except PipelineError as exc:
         return pipeline_error(exc)
     answer = encode_infer_response(
         infer_request, result.probabilities, model_version(result.weights_sha256)
@@ -216,7 +219,7 @@ for path in (MODEL, VERSIONED):
         openapi_extra=parameters,
     )
 
-# Raw routes (app.routers.predict.RawRoute), added to the app's own routes by app.main as
+# Raw routes (app.api.predict.RawRoute), added to the app's own routes by app.main as
 # /predict is: FastAPI's request handler would cost more CPU than the rest of a small request.
 TENSOR = {
     "type": "object",

@@ -6,7 +6,7 @@ touches a framework type.
 
 ONNX Runtime is the CPU default: a service this small often answers one image at a time, where
 eager PyTorch pays per-operator overhead (docs/decisions.md). Its graph is built from the weights
-file's tensors by app/onnx_graph.py, without torch, so the safetensors file stays the one
+file's tensors by app/runtime/onnx_graph.py, without torch, so the safetensors file stays the one
 artifact and a CPU worker never loads torch; the tests hold its answers to the torch net's on all
 10,000 MNIST test images.
 """
@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime
 
-from app.onnx_graph import build_onnx_graph
+from app.runtime.onnx_graph import build_onnx_graph
 
 
 class RuntimeUnavailable(Exception):
@@ -78,7 +78,7 @@ def make_runtime(
         import torch
 
         from app.model import net_from_tensors
-        from app.torch_runtime import TorchRuntime
+        from app.runtime.torch_runtime import TorchRuntime
     except ImportError:
         raise RuntimeUnavailable(
             "S4_RUNTIME=torch needs torch, which is not installed: install `s4digits[gpu]`"

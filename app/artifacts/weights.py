@@ -18,7 +18,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 
-from app.architecture import tensor_problems
+from app.artifacts.architecture import tensor_problems
 
 if TYPE_CHECKING:  # training's side only: serving never imports torch
     from app.model import S4Net

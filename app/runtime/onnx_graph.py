@@ -1,9 +1,9 @@
 """The S4 net as an ONNX graph, built from a weights file's tensors without torch or onnx.
 
-``build_onnx_graph`` is the graph the CPU worker serves (app/runtime.py) and the one an export
-writes. It writes the ONNX protobuf directly (the few message types a graph of plain operators
-needs) instead of importing the onnx package, whose import costs a worker ~0.7 s of CPU at
-start-up (docs/decisions.md); the tests check the bytes with onnx's own checker and hold the
+``build_onnx_graph`` is the graph the CPU worker serves (app/runtime/runtimes.py) and the one
+an export writes. It writes the ONNX protobuf directly (the few message types a graph of plain
+operators needs) instead of importing the onnx package, whose import costs a worker ~0.7 s of
+CPU at start-up (docs/decisions.md); the tests check the bytes with onnx's own checker and hold the
 graph's answers to the torch net's.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from app.architecture import (
+from app.artifacts.architecture import (
     BATCH_NORM_EPSILON,
     INPUT_SHAPE,
     MNIST_MEAN,
@@ -41,7 +41,8 @@ def build_onnx_graph(
     [N, 10], the exp of the net's log-softmax, or with a ``temperature`` other than 1 the softmax
     of the log-softmax divided by it (app.inference.apply_temperature); eval mode (dropout is the
     identity, batch norm uses the running statistics). ``tensors`` is a weights file's state dict
-    (``app.weights.load_weights(path).tensors``); raises ValueError if it does not fit the net.
+    (``app.artifacts.weights.load_weights(path).tensors``); raises ValueError if it does not fit
+    the net.
     ``metadata`` goes into the model's metadata_props (what an export records about the weights).
     """
     if problems := tensor_problems(tensors):

@@ -16,30 +16,43 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.routing import request_response
 
-from app import pipeline
-from app.schemas import PredictionResponse, error_responses
+from app.api.schemas import PredictionResponse, error_responses
+from app.pipeline.answer import encode
+from app.pipeline.batcher import check_ready
+from app.pipeline.errors import (
+    ImageTooLarge,
+    MalformedBody,
+    ModelNotReady,
+    Overloaded,
+    PipelineError,
+    UnsupportedImage,
+    UnsupportedMediaType,
+    UploadTooLarge,
+)
+from app.pipeline.prepare import PreparedImage, prepare_all
+from app.pipeline.uploads import read_uploads
 
 # Each pipeline error's status; a subclass not listed takes its nearest listed base's.
-STATUS_CODES: dict[type[pipeline.PipelineError], int] = {
-    pipeline.PipelineError: 422,
-    pipeline.MalformedBody: 400,
-    pipeline.UploadTooLarge: 413,
-    pipeline.ImageTooLarge: 413,
-    pipeline.UnsupportedMediaType: 415,
-    pipeline.UnsupportedImage: 415,
-    pipeline.ModelNotReady: 503,
-    pipeline.Overloaded: 503,
+STATUS_CODES: dict[type[PipelineError], int] = {
+    PipelineError: 422,
+    MalformedBody: 400,
+    UploadTooLarge: 413,
+    ImageTooLarge: 413,
+    UnsupportedMediaType: 415,
+    UnsupportedImage: 415,
+    ModelNotReady: 503,
+    Overloaded: 503,
 }
 
 
-def status_code_of(exc: pipeline.PipelineError) -> int:
+def status_code_of(exc: PipelineError) -> int:
     return next(STATUS_CODES[cls] for cls in type(exc).__mro__ if cls in STATUS_CODES)
 
 
 async def pipeline_error_answer(request: Request, exc: Exception) -> JSONResponse:
     """The app's exception handler for PipelineError: ``{"detail": message}`` with its status."""
-    assert isinstance(exc, pipeline.PipelineError)
-    headers = {"Retry-After": "1"} if isinstance(exc, pipeline.Overloaded) else None
+    assert isinstance(exc, PipelineError)
+    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
     return JSONResponse({"detail": str(exc)}, status_code=status_code_of(exc), headers=headers)
 
 
@@ -122,18 +135,16 @@ async def predict(request: Request) -> Response:
     query = parse_query(request)
     state = request.app.state
     predictor, settings = state.predictor, state.settings
-    pipeline.check_ready(predictor)
-    uploads = await pipeline.read_uploads(request, settings.max_images, settings.max_image_bytes)
-    images: list[pipeline.PreparedImage] = []
+    check_ready(predictor)
+    uploads = await read_uploads(request, settings.max_images, settings.max_image_bytes)
+    images: list[PreparedImage] = []
 
-    def prepare() -> list[pipeline.PreparedImage]:  # on the forward thread
-        images.extend(pipeline.prepare_all(uploads, settings.max_pixels))
+    def prepare() -> list[PreparedImage]:  # on the forward thread
+        images.extend(prepare_all(uploads, settings.max_pixels))
         return images
 
     result = await state.batcher.prepare_and_predict(len(uploads), prepare)
-    answer = pipeline.encode(
-        uploads, images, result, str(predictor.device), query.top_k, query.return_input
-    )
+    answer = encode(uploads, images, result, str(predictor.device), query.top_k, query.return_input)
     state.metrics.record_predictions([p["digit"] for p in answer["predictions"]])
     return Response(orjson.dumps(answer), media_type="application/json")
 

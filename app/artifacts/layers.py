@@ -1,13 +1,13 @@
 """The torch net's layer summary as torchinfo records it, in the rows of GET /model.
 
-GET /model serves app.architecture's torch-free table; the tests hold it to this summary of the
-real S4Net, so the two definitions of the net cannot drift apart. Needs torch and torchinfo
-(the ``train`` extra).
+GET /model serves app.artifacts.architecture's torch-free table; the tests hold it to this
+summary of the real S4Net, so the two definitions of the net cannot drift apart. Needs torch
+and torchinfo (the ``train`` extra).
 """
 
 from torch import nn
 
-from app.architecture import INPUT_SHAPE, LayerRow
+from app.artifacts.architecture import INPUT_SHAPE, LayerRow
 
 
 def layer_summary(model: nn.Module) -> list[LayerRow]:

@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from app.dependencies import get_predictor
+from app.api.dependencies import get_predictor
+from app.api.schemas import Health, Readiness
 from app.inference import Predictor
-from app.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
 

@@ -2,7 +2,7 @@
 
 One table, ``BLOCKS``, drives everything that must know the net's layers without building it in
 torch: the weights file's expected tensors (``parameter_shapes``), the spec's layer table for
-GET /model (``layer_rows``), and the ONNX graph the CPU worker serves (app/runtime.py). The
+GET /model (``layer_rows``), and the ONNX graph the CPU worker serves (app/runtime/runtimes.py). The
 torch net (app/model.py) is checked against it by the tests: same state dict, same torchinfo rows,
 same probabilities.
 """

@@ -17,9 +17,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.dependencies import get_app_settings, get_predictor
+from app.api.dependencies import get_app_settings, get_predictor
+from app.api.schemas import error_responses
 from app.inference import LOAD_ERRORS, Predictor
-from app.schemas import error_responses
 from app.settings import Settings
 
 # auto_error=False: a missing or non-Bearer Authorization header gets this module's 401 with a
