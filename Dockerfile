@@ -40,13 +40,13 @@ COPY docker/healthcheck.py docker/
 COPY weights/s4net.safetensors weights/s4net.json weights/
 # Readable by the service user whatever the modes in the checkout (umask 077, say).
 RUN chmod -R a+rX /srv/s4digits
-# Settings are environment variables (README "Settings" lists them); here only what the image
+# Settings are environment variables (docs/settings.md lists them); here only what the image
 # changes: listen on every interface inside the container. Workers and CPU threads default to
 # the CPUs the container may use (its cgroup quota, e.g. `docker run --cpus 2`): one worker per
-# CPU, one thread each, which measured fastest for this tiny net (README "Performance").
+# CPU, one thread each, which measured fastest for this tiny net (docs/performance.md).
 # MALLOC_ARENA_MAX=2: glibc's default of one malloc arena per thread let a worker's memory creep
 # up under sustained load (+35 MiB in 3 minutes, not levelling off); capped, it settles
-# (README "Reliability").
+# (docs/reliability.md).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

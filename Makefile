@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint format train image-lint image-check
+.PHONY: setup serve test lint format docs train image-lint image-check
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The documentation site (mkdocs.yml, docs/) into site/: open site/index.html. --strict: a broken
+# link or anchor, a page left out of the nav or a setting without a description fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 train: setup
 	$(BIN)/python -m training
 
@@ -47,7 +52,7 @@ image-lint: setup
 image-check: image-lint
 	S4_TEST_IMAGE_INSTALL=1 $(BIN)/python -m pytest tests/test_docker_image.py
 
-# Refresh docs/screenshot.png (the README's picture) from a real browser run: the page after
+# Refresh docs/screenshot.png (the README's and the docs' picture) from a real browser run: the page after
 # drawing a 7, served by the committed weights. Needs Debian's chromium (apt-get install chromium).
 .PHONY: screenshot
 screenshot: setup

@@ -55,7 +55,7 @@ def default_workers() -> int:
     """One uvicorn worker per available CPU (a GPU host: one, which owns the GPU).
 
     For a net this small, worker processes scale and CPU threads within one process do not:
-    measured in the README's Performance section.
+    measured in the docs' Performance page (docs/performance.md).
     """
     if torch_installed() and nvidia_gpu_present():  # without importing torch (seconds)
         return 1
@@ -91,7 +91,9 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias="WEB_CONCURRENCY",
         description="uvicorn worker processes for `python -m app` (uvicorn's own variable). "
-        f"Default: one per available CPU, at most {MAX_DEFAULT_WORKERS}; one on a GPU host.",
+        f"Default: one per available CPU, at most {MAX_DEFAULT_WORKERS}; one on a GPU host. "
+        "Available CPUs respect a container's CPU quota (`docker run --cpus`, a Kubernetes "
+        "CPU limit).",
     )
     cpu_threads: int = Field(
         default_factory=lambda data: max(1, available_cpus() // data["workers"]),
@@ -106,7 +108,10 @@ class Settings(BaseSettings):
         "the limit is crossed, without reading the rest.",
     )
     max_images: int = Field(
-        64, ge=1, description="Most images accepted in one /predict request; more get 413."
+        64,
+        ge=1,
+        description="Most images accepted in one /predict or /read request (more get 413) or "
+        "one v2 infer request (more get 400).",
     )
     max_pixels: int = Field(
         16_000_000,
@@ -130,8 +135,9 @@ class Settings(BaseSettings):
     batch_queue_images: int = Field(
         2048,
         ge=1,
-        description="Most images waiting for a forward pass; beyond that /predict answers 503 "
-        "with Retry-After at once instead of letting latency grow without bound.",
+        description="Most images waiting for a forward pass; beyond that a request answers 503 "
+        "with Retry-After at once instead of letting latency grow without bound. Also the most "
+        "candidate digits one /read request may hold (more get 413).",
     )
     request_timeout_s: float = Field(
         30.0,
@@ -145,8 +151,6 @@ class Settings(BaseSettings):
         description="Enables POST /admin/reload for callers that send it as a bearer token; "
         "unset or empty, the admin endpoints do not exist (404).",
     )
-    # NoDecode: pydantic-settings would parse the value as JSON only; the validator also takes
-    # the comma-separated form people write by hand.
     opentelemetry: bool = Field(
         False,
         description="FastAPI's own OpenTelemetry spans, metrics and logs for each request, sent "
@@ -154,6 +158,8 @@ class Settings(BaseSettings):
         "Off by default: /metrics and the JSON request log cover every request, and the check "
         "for providers costs every request CPU.",
     )
+    # NoDecode: pydantic-settings would parse the value as JSON only; the validator also takes
+    # the comma-separated form people write by hand.
     cors_origins: Annotated[list[str], NoDecode] = Field(
         [],
         description="Origins other web pages may call the API from (CORS), comma-separated or a "

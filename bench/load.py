@@ -37,7 +37,7 @@ MNIST_DIR = Path(os.environ.get("S4_DATA_DIR", REPO_ROOT.parent / "shared" / "da
 COMMITTED_WEIGHTS = REPO_ROOT / "weights" / "s4net.safetensors"
 
 
-# Run as `make serve` and the image run it (README "Reliability"); one CPU thread leaves the
+# Run as `make serve` and the image run it (docs/reliability.md); one CPU thread leaves the
 # other core to this load generator.
 SERVICE_ENV = {"S4_WEIGHTS": str(COMMITTED_WEIGHTS), "S4_CPU_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
 

@@ -64,5 +64,5 @@ class LoadDuringStop:
 
 def few_resets(load: LoadDuringStop) -> bool:
     """Fewer resets than clients. uvicorn's own manager reset every client's connection in
-    flight (8-9 with 8 clients); closing its socket copy left 0-4 per run (README, Deploy)."""
+    flight (8-9 with 8 clients); closing its socket copy left 0-4 per run (docs/deploy.md)."""
     return sum(load.resets().values()) < CLIENTS

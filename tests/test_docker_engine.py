@@ -28,7 +28,7 @@ BASE_TARBALL = os.environ.get("S4_DOCKER_BASE_TARBALL", "")
 BASE_IMAGE = "s4digits-ci/bookworm-python:3.11"
 IMAGE = "s4digits:docker-engine-test"
 BUILD_TIMEOUT_S = 900
-# Ready time is a benchmark figure (README), not a test target; this only bounds a hang.
+# Ready time is a benchmark figure (docs/performance.md), not a test target: this bounds a hang.
 READY_TIMEOUT_S = 120
 
 pytestmark = [

@@ -1,7 +1,7 @@
 """Property-based fuzzing of POST /predict, /read and the /v2 infer route, CI-sized (a few
 thousand requests in all).
 
-The strategies are bench/fuzz.py's, whose long run sends 100,000 requests (README "Reliability").
+The strategies are bench/fuzz.py's, whose long run sends 100,000 requests (docs/reliability.md).
 The contract: every answer is a 200 or a 4xx with a JSON string detail; never a 5xx, never a hang.
 tests/test_predict.py has the first, smaller properties; these add real images in every format,
 colour mode and frame count, damaged files, declared decompression bombs, arbitrary Content-Types

@@ -3,7 +3,7 @@
 uvicorn's worker manager kept the listening socket open while its workers drained, and reset
 every connection queued meanwhile: one per client under load. What remains, with one worker as
 with several, is the instant the socket closes: a connection that arrives just then can still be
-reset (README, Deploy), so the check is fewer resets than clients, not one per client.
+reset (docs/deploy.md), so the check is fewer resets than clients, not one per client.
 """
 
 import os

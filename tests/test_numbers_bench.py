@@ -1,6 +1,6 @@
 """bench/numbers.py's fast subset: numbers of MNIST test digits read with floors on accuracy.
 
-The floors sit below what the full bench measures (README "Reading numbers"), so they catch a
+The floors sit below what the full bench measures (docs/numbers.md), so they catch a
 segmentation that breaks, not noise; the figures themselves come from `python -m bench.numbers`.
 """
 

@@ -1,6 +1,6 @@
 """Reliability against a real uvicorn process on loopback: slow clients, load, reloads, faults.
 
-bench/load.py and bench/fuzz.py run the same at length (README "Reliability"); these are their
+bench/load.py and bench/fuzz.py run the same at length (docs/reliability.md); these are their
 CI-sized versions.
 """
 

@@ -23,7 +23,7 @@ from bench.robustness import (
 FAST_IMAGES = 300
 # The fast subset: floors the committed weights meet with 1.2-3.3 points to spare on the first 300
 # test digits (measured 99.67, 99.67, 95.33, 99.67, 99.00, 99.00, 97.33, 98.67, 97.33, 93.33 %;
-# the README's robustness table has the full 10,000).
+# docs/robustness.md's table has the full 10,000).
 FAST_FLOORS = {
     "MNIST as is": 99.0,
     "tight crop 28x28, aspect kept": 99.0,

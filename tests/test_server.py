@@ -46,35 +46,43 @@ def test_multipart_and_raw_uploads(server, digit_png):
         assert response.json()["predictions"][0]["digit"] == label
 
 
-README_URL = "http://127.0.0.1:8000"
-# The example images the README's curl commands upload, and the digit each shows.
+DOCUMENTED_URL = "http://127.0.0.1:8000"
+# The README and the docs site's pages: what users copy commands from.
+DOCUMENTATION = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+# The example images the documented curl commands upload, and the digit each shows.
 EXAMPLE_DIGITS = {"docs/seven.png": 7, "docs/two-on-paper.jpg": 2}
 
 
-def readme_predict_commands() -> list[str]:
-    """Every `curl ... /predict` line of the README, exactly as written there."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    return [line for line in readme.splitlines() if re.match(r"curl .*/predict\b", line)]
+def documented_commands(route: str) -> list[str]:
+    """Every `curl ... <route>` line of the README and the docs, exactly as written there."""
+    return [
+        line
+        for page in DOCUMENTATION
+        for line in page.read_text().splitlines()
+        if re.match(rf"curl .*{route}\b", line)
+    ]
 
 
-def test_readme_has_predict_examples():
-    commands = readme_predict_commands()
+def test_readme_and_docs_have_predict_examples():
+    readme = (REPO_ROOT / "README.md").read_text().splitlines()
+    assert any(re.match(r"curl .*/predict\b", line) for line in readme)
+    commands = documented_commands("/predict")
     assert len(commands) >= 4
     assert any("--data-binary" in command for command in commands)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-@pytest.mark.parametrize("command", readme_predict_commands())
-def test_readme_curl_examples_work_as_written(server, command):
+@pytest.mark.parametrize("command", documented_commands("/predict"))
+def test_documented_curl_examples_work_as_written(server, command):
     """Run from the repo root against the test server; each example image reads as its digit."""
-    predictions = run_readme_command(server, command)["predictions"]
+    predictions = run_documented_command(server, command)["predictions"]
     uploaded = re.findall(r"@(\S+)", command)
     assert [p["digit"] for p in predictions] == [EXAMPLE_DIGITS[path] for path in uploaded]
 
 
-def run_readme_command(server: str, command: str) -> dict:
-    """A README curl line, run from the repo root against the test server; its JSON answer."""
-    arguments = shlex.split(command.replace(README_URL, server))
+def run_documented_command(server: str, command: str) -> dict:
+    """A documented curl line, run from the repo root against the test server; its JSON answer."""
+    arguments = shlex.split(command.replace(DOCUMENTED_URL, server), comments=True)
     completed = subprocess.run(
         [arguments[0], "-sS", "--fail-with-body", *arguments[1:]],
         cwd=REPO_ROOT,
@@ -85,21 +93,15 @@ def run_readme_command(server: str, command: str) -> dict:
     return httpx.Response(200, content=completed.stdout).json()
 
 
-# The pictures the README's curl commands for /read upload, and the number each shows.
+# The pictures the documented curl commands for /read upload, and the number each shows.
 EXAMPLE_NUMBERS = {"docs/number.png": "7210"}
 
 
-def readme_read_commands() -> list[str]:
-    """Every `curl ... /read` line of the README, exactly as written there."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    return [line for line in readme.splitlines() if re.match(r"curl .*/read\b", line)]
-
-
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-@pytest.mark.parametrize("command", readme_read_commands())
-def test_readme_read_examples_work_as_written(server, command):
+@pytest.mark.parametrize("command", documented_commands("/read"))
+def test_documented_read_examples_work_as_written(server, command):
     """Run from the repo root against the test server; each example picture reads as its number."""
-    numbers = run_readme_command(server, command)["numbers"]
+    numbers = run_documented_command(server, command)["numbers"]
     uploaded = re.findall(r"@(\S+)", command)
     assert [number["text"] for number in numbers] == [EXAMPLE_NUMBERS[path] for path in uploaded]
 
