@@ -54,3 +54,13 @@ screenshot: setup
 	mkdir -p docs
 	S4_REQUIRE_BROWSER=1 S4_README_SCREENSHOT=docs/screenshot.png \
 		$(BIN)/python -m pytest tests/browser -k 'draws-7'
+
+# Regenerate the gRPC stubs in app/protocols/kserve/ from the .proto there, with the pinned
+# grpcio-tools. Their messages go in a descriptor pool of their own: tritonclient's copy of the
+# same `inference` package (Triton's grpc_service.proto) can then be imported beside them.
+.PHONY: grpc-stubs
+grpc-stubs: setup
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		app/protocols/kserve/grpc_predict_v2.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default()/DESCRIPTOR = _descriptor_pool.DescriptorPool()/' \
+		app/protocols/kserve/grpc_predict_v2_pb2.py

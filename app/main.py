@@ -27,7 +27,7 @@ Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on 
 * `POST /predict` — one image or many (multipart `file` parts, or the raw image as the body).
 * `POST /read` — whole numbers: each picture's digits, left to right, with their boxes.
 * `POST /v2/models/s4net/infer` — the Open Inference Protocol (KServe v2, Triton's HTTP
-  protocol), with its metadata and health routes under `/v2`.
+  protocol), with its metadata and health routes under `/v2`; the same over gRPC on port 8001.
 * `GET /model` — the layer summary (the network's contract) and the served weights' card.
 * `GET /health`, `GET /ready` — liveness and readiness.
 * `GET /metrics` — Prometheus metrics.
@@ -118,11 +118,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher.start()
         app.state.predictor = predictor
         app.state.batcher = batcher
+        if settings.grpc:  # imported only when served: the module brings in grpcio
+            from app.api import grpc_server
+
+            grpc_service = await grpc_server.start(app.state)
         # Everything allocated so far (torch, the model, the app) lives as long as the process.
         # Frozen, it is left out of the garbage collector's full passes, which otherwise stall
         # the event loop for over 100 ms every so often under load.
         gc.freeze()
         yield
+        if settings.grpc:
+            await grpc_server.stop(grpc_service, settings.graceful_shutdown_s)
         await batcher.stop()
 
     # Outermost first: telemetry sees every answer, CORS headers reach the time limit's answers.

@@ -76,6 +76,19 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.grpc_requests = Counter(
+            "s4_grpc_requests",
+            "gRPC calls answered, by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_request_seconds = Histogram(
+            "s4_grpc_request_duration_seconds",
+            "Time from a gRPC call to its answer, by method and status code.",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.model_load_seconds = Gauge(
             "s4_model_load_seconds",
             "Time to load, verify and warm up the weights at start-up.",
@@ -93,6 +106,10 @@ class Metrics:
         self.numbers_read.inc(len(lengths))
         for length in lengths:
             self.number_digits.observe(length)
+
+    def record_grpc(self, method: str, code: str, seconds: float) -> None:
+        self.grpc_requests.labels(method=method, code=code).inc()
+        self.grpc_request_seconds.labels(method=method, code=code).observe(seconds)
 
     def record_request(self, method: str, path: str, status: int, seconds: float) -> None:
         key = (method, path, status)

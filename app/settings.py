@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `python -m app` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m app` listens on.")
+    grpc: bool = Field(
+        True,
+        description="Serve the Open Inference Protocol over gRPC too (KServe's "
+        "GRPCInferenceService), on S4_GRPC_PORT, from every worker.",
+    )
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="Port the gRPC service listens on (Triton's default)."
+    )
     graceful_shutdown_s: int = Field(
         8,
         ge=0,

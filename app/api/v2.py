@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.api.predict import RawRoute
 from app.api.schemas import ProtocolErrorBody, error_responses
-from app.pipeline.batcher import check_ready
+from app.pipeline.batcher import BatchResult, MicroBatcher, check_ready
 from app.pipeline.errors import ImageRejected, ModelNotReady, Overloaded, PipelineError
 from app.pipeline.prepare import prepare_all
 from app.pipeline.uploads import PART_OVERHEAD_BYTES, Upload, read_body
@@ -25,8 +25,10 @@ from app.protocols.open_inference import (
     IMAGES,
     MODEL_NAME,
     PROBABILITIES,
+    InferRequest,
     ProtocolError,
     as_prepared_images,
+    check_model,
     digits,
     model_metadata,
     model_version,
@@ -63,16 +65,9 @@ def error(status_code: int, message: str, headers: dict[str, str] | None = None)
 def served_version(request: Request, model_name: str, version: str | None = None) -> str | None:
     """The version being served (None while nothing is); ProtocolError 404 if the path names
     another model, or another version than the one served."""
-    predictor = request.app.state.predictor
-    weights = predictor.weights
+    weights = request.app.state.predictor.weights
     served = model_version(weights.sha256) if weights else None
-    if model_name != MODEL_NAME:
-        raise ProtocolError(f"unknown model {model_name!r}: this server has `{MODEL_NAME}`", 404)
-    if version is not None and version != served:
-        serving = f"version {served}" if served else "no version (not ready)"
-        raise ProtocolError(
-            f"model `{MODEL_NAME}` has no version {version!r}; serving {serving}", 404
-        )
+    check_model(model_name, version, served)
     return served
 
 
@@ -146,13 +141,26 @@ def pipeline_error(exc: PipelineError) -> JSONResponse:
     return error(status_code, message, {"Retry-After": "1"} if status_code == 503 else None)
 
 
+async def read_digits(
+    infer_request: InferRequest, batcher: MicroBatcher, max_pixels: int
+) -> BatchResult:
+    """The request's images through the micro-batcher that /predict uses (and the gRPC service):
+    `images` as they are, `image_bytes` prepared on the forward thread as /predict's uploads."""
+    if infer_request.images is not None:
+        return await batcher.predict(as_prepared_images(infer_request.images))
+    uploads = [Upload(index, None, data) for index, data in enumerate(infer_request.encoded)]
+    return await batcher.prepare_and_predict(
+        len(uploads), partial(prepare_all, uploads, max_pixels)
+    )
+
+
 async def infer(request: Request) -> Response:
     """Read the digits in `images` (MNIST form, read as they are) or `image_bytes` (image files,
     prepared as /predict prepares uploads): JSON `data` or binary tensors
     (Inference-Header-Content-Length). Errors: 400 bad request, 404 unknown model or version,
     503 not ready or overloaded (Retry-After)."""
     state = request.app.state
-    settings, batcher = state.settings, state.batcher
+    settings = state.settings
     try:
         served_version(request, **request.path_params)
         check_ready(state.predictor)
@@ -162,14 +170,7 @@ async def infer(request: Request) -> Response:
         infer_request = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), settings.max_images, settings.max_image_bytes
         )
-        if infer_request.images is not None:
-            result = await batcher.predict(as_prepared_images(infer_request.images))
-        else:  # prepared on the forward thread, as /predict's uploads
-            uploads = [
-                Upload(index, None, data) for index, data in enumerate(infer_request.encoded)
-            ]
-            prepare = partial(prepare_all, uploads, settings.max_pixels)
-            result = await batcher.prepare_and_predict(len(uploads), prepare)
+        result = await read_digits(infer_request, state.batcher, settings.max_pixels)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
     except PipelineError as exc:
