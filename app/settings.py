@@ -69,6 +69,18 @@ class Settings(BaseSettings):
         Path("weights/s4net.safetensors"),
         description="Weights file; its card is the .json beside it. Relative to the working dir.",
     )
+    # NoDecode: the validator below takes the comma-separated form people write by hand.
+    served_versions: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Weight versions to serve side by side (the first 12 hex digits of each "
+        "one's SHA-256), comma-separated, the first the primary: S4_WEIGHTS' own version, or "
+        "versions/<version>/ beside it. Default: S4_WEIGHTS alone.",
+    )
+    canary: str = Field(
+        "",
+        description="`<version>:<percent>`: that share of the requests that name no version go "
+        "to this served version (stable per X-Request-Id), the rest to the primary.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the model runs; auto picks CUDA when it is available."
     )
@@ -168,7 +180,7 @@ class Settings(BaseSettings):
         "JSON list; empty (the default) means no CORS: browsers allow same-origin calls only.",
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "served_versions", mode="before")
     @classmethod
     def split_origins(cls, value: object) -> object:
         if not isinstance(value, str):

@@ -80,7 +80,7 @@ def observed(method: Callable) -> Callable:
         code = grpc.StatusCode.OK
         try:
             try:
-                return await method(self, request)
+                return await method(self, request, context)
             except (ProtocolError, PipelineError) as exc:
                 raise refused(exc) from None
         except Refused as exc:
@@ -112,57 +112,69 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def __init__(self, state: State):
         self.state = state  # the app's: predictor, batcher, settings, metrics
 
-    def served(self, model_name: str, version: str) -> str | None:
-        weights = self.state.predictor.weights
-        served = model_version(weights.sha256) if weights else None
-        check_model(model_name, version or None, served)
-        return served
+    def named_versions(self, model_name: str, version: str) -> list[str]:
+        """As REST's: all served versions without ``version``; NOT_FOUND for another model or
+        a version not served."""
+        return check_model(model_name, version or None, self.state.versions.versions())
 
     @observed
-    async def ServerLive(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     @observed
-    async def ServerReady(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: pb.ServerReadyRequest, context) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.state.predictor.ready)
 
     @observed
-    async def ModelReady(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
-        served = self.served(request.name, "")  # NOT_FOUND for another model
+    async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
+        served = self.named_versions(request.name, "")  # NOT_FOUND for another model
         # A version not served is not ready (REST answers it 4xx), rather than an error.
-        ready = served is not None and request.version in ("", served)
+        ready = request.version in served if request.version else bool(served)
         return pb.ModelReadyResponse(ready=ready)
 
     @observed
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context
+    ) -> pb.ServerMetadataResponse:
         return server_metadata_response(server_metadata())
 
     @observed
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
-        served = self.served(request.name, request.version)
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context
+    ) -> pb.ModelMetadataResponse:
+        versions = self.named_versions(request.name, request.version)
         platform = self.state.predictor.runtime_name or "none"
-        return model_metadata_response(model_metadata([served] if served else [], platform))
+        return model_metadata_response(model_metadata(versions, platform))
 
     @observed
-    async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        started = time.perf_counter()
         state = self.state
         settings = state.settings
-        self.served(request.model_name, request.model_version)
-        check_ready(state.predictor)
+        check_model(request.model_name, None, [])
+        # The version asked for, else the primary or (for its share) the canary, chosen by the
+        # call's x-request-id metadata, else its request id, else at random.
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = metadata.get("x-request-id") or request.id or None
+        served = state.versions.route(request.model_version, request_id)
+        check_ready(served.predictor)
         infer_request = parse_infer_request(request, settings.max_images, settings.max_image_bytes)
         try:
             async with asyncio.timeout(settings.request_timeout_s):
-                result = await read_digits(infer_request, state.batcher, settings.max_pixels)
+                result = await read_digits(infer_request, served.batcher, settings.max_pixels)
         except TimeoutError:
             raise Refused(
                 grpc.StatusCode.UNAVAILABLE,
                 f"no answer within {settings.request_timeout_s:g} s (S4_REQUEST_TIMEOUT_S): "
                 "the service is busy; retry shortly",
             ) from None
-        state.metrics.record_predictions(digits(result.probabilities).tolist())
-        return encode_infer_response(
-            infer_request, result.probabilities, model_version(result.weights_sha256)
-        )
+        version = model_version(result.weights_sha256)
+        answered = digits(result.probabilities).tolist()
+        state.metrics.record_predictions(answered)
+        state.metrics.record_version(version, "grpc", time.perf_counter() - started, answered)
+        return encode_infer_response(infer_request, result.probabilities, version)
 
 
 async def start(state: State) -> grpc.aio.Server:

@@ -8,6 +8,7 @@ ready or too many images wait. Readiness answers 200, or 400 when not ready, as 
 (4xx for false).
 """
 
+import time
 from functools import partial
 
 from fastapi import APIRouter, Request
@@ -62,13 +63,10 @@ def error(status_code: int, message: str, headers: dict[str, str] | None = None)
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 
-def served_version(request: Request, model_name: str, version: str | None = None) -> str | None:
-    """The version being served (None while nothing is); ProtocolError 404 if the path names
-    another model, or another version than the one served."""
-    weights = request.app.state.predictor.weights
-    served = model_version(weights.sha256) if weights else None
-    check_model(model_name, version, served)
-    return served
+def named_versions(request: Request, model_name: str, version: str | None = None) -> list[str]:
+    """The served versions the path names (all of them without a version; none while not
+    ready); ProtocolError 404 for another model, or a version not served."""
+    return check_model(model_name, version, request.app.state.versions.versions())
 
 
 def max_body_bytes(max_images: int, max_image_bytes: int) -> int:
@@ -108,24 +106,23 @@ async def ready(request: Request) -> JSONResponse:
 
 async def metadata(request: Request):
     """`s4net`'s inputs (`images` UINT8 [-1, 28, 28] or `image_bytes` BYTES [-1]), outputs
-    (`probabilities` FP32 [-1, 10], `digit` INT64 [-1]) and served version (the first 12 hex
-    digits of the weights' SHA-256)."""
+    (`probabilities` FP32 [-1, 10], `digit` INT64 [-1]) and served versions (each the first 12
+    hex digits of its weights' SHA-256; the primary first)."""
     try:
-        served = served_version(request, **request.path_params)
+        versions = named_versions(request, **request.path_params)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
     platform = request.app.state.predictor.runtime_name or "none"
-    return model_metadata([served] if served else [], platform)
+    return model_metadata(versions, platform)
 
 
 async def model_ready(request: Request):
     """200 when the model (and version, if given) is served and ready, 400 when not ready."""
     try:
-        served = served_version(request, **request.path_params)
+        ready = bool(named_versions(request, **request.path_params))
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
-    body = {"name": MODEL_NAME, "ready": served is not None}
-    return JSONResponse(body, status_code=200 if served else 400)
+    return JSONResponse({"name": MODEL_NAME, "ready": ready}, status_code=200 if ready else 400)
 
 
 # Each pipeline error's status here; the protocol calls every bad request a 400.
@@ -159,26 +156,32 @@ async def infer(request: Request) -> Response:
     prepared as /predict prepares uploads): JSON `data` or binary tensors
     (Inference-Header-Content-Length). Errors: 400 bad request, 404 unknown model or version,
     503 not ready or overloaded (Retry-After)."""
+    started = time.perf_counter()
     state = request.app.state
     settings = state.settings
     try:
-        served_version(request, **request.path_params)
-        check_ready(state.predictor)
+        check_model(request.path_params["model_name"], None, [])
+        # The version the path names, else the primary or (for its share) the canary.
+        served = state.versions.route(
+            request.path_params.get("version"), request.headers.get("x-request-id")
+        )
+        check_ready(served.predictor)
         limit = max_body_bytes(settings.max_images, settings.max_image_bytes)
         raw = await read_body(request, limit, partial(body_too_large, limit))
         body = decode_content(raw, request.headers.get("content-encoding"), limit)
         infer_request = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), settings.max_images, settings.max_image_bytes
         )
-        result = await read_digits(infer_request, state.batcher, settings.max_pixels)
+        result = await read_digits(infer_request, served.batcher, settings.max_pixels)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
     except PipelineError as exc:
         return pipeline_error(exc)
-    answer = encode_infer_response(
-        infer_request, result.probabilities, model_version(result.weights_sha256)
-    )
-    state.metrics.record_predictions(digits(result.probabilities).tolist())
+    version = model_version(result.weights_sha256)
+    answer = encode_infer_response(infer_request, result.probabilities, version)
+    answered = digits(result.probabilities).tolist()
+    state.metrics.record_predictions(answered)
+    state.metrics.record_version(version, "http", time.perf_counter() - started, answered)
     return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
 
 

@@ -125,16 +125,19 @@ def check_file_sizes(files: list[bytes], max_image_bytes: int) -> list[bytes]:
     return files
 
 
-def check_model(model_name: str, version: str | None, served: str | None) -> None:
-    """ProtocolError 404 unless ``model_name`` is ours and ``version`` (if any) the ``served``
-    one (None while nothing is served)."""
+def check_model(model_name: str, version: str | None, served: list[str]) -> list[str]:
+    """The ``served`` versions a request names: ``version`` alone, or all of them without one;
+    ProtocolError 404 for another model, or a version not served."""
     if model_name != MODEL_NAME:
         raise ProtocolError(f"unknown model {model_name!r}: this server has `{MODEL_NAME}`", 404)
-    if version and version != served:
-        serving = f"version {served}" if served else "no version (not ready)"
+    if not version:
+        return served
+    if version not in served:
+        serving = f"versions {', '.join(served)}" if served else "no version (not ready)"
         raise ProtocolError(
             f"model `{MODEL_NAME}` has no version {version!r}; serving {serving}", 404
         )
+    return [version]
 
 
 def model_version(weights_sha256: str) -> str:
@@ -151,7 +154,7 @@ def server_metadata() -> dict:
 
 
 def model_metadata(versions: list[str], platform: str) -> dict:
-    """``versions``: the served one, or none while no weights are loaded."""
+    """``versions``: those served (app/versions.py), or none while no weights are loaded."""
     return {
         "name": MODEL_NAME,
         "versions": versions,
