@@ -35,11 +35,12 @@ train: setup
 
 # The Docker image's checks without Docker: hadolint on the Dockerfile, shellcheck on its
 # scripts, every Kubernetes manifest against the API schemas (offline; --strict rejects unknown
-# fields).
+# fields), and the KServe manifests against the kserve SDK's schema (deploy/kserve/, as strict).
 image-lint: setup
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/shellcheck docker/*.sh
 	$(BIN)/kubernetes-validate --strict $(wildcard deploy/k8s/*.yaml deploy/k8s/*/*.yaml)
+	$(BIN)/python deploy/kserve/kserve_schema.py validate deploy/kserve/*.yaml
 
 # image-lint, then the image's install-and-start path in a fresh venv (a minute or more): the
 # Dockerfile's own install RUN and CMD, and a real request to /predict: the CPU image's install,
