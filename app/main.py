@@ -29,7 +29,8 @@ Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on 
 * `GET /model` — the layer summary (the network's contract) and the served weights' card.
 * `GET /health`, `GET /ready` — liveness and readiness.
 * `GET /metrics` — Prometheus metrics.
-* `POST /admin/reload` — swap in new weights (only when `S4_ADMIN_TOKEN` is set).
+* `POST /admin/reload`, `POST /admin/versions` — swap in new weights; load and unload weight
+  versions and set the canary (only when `S4_ADMIN_TOKEN` is set).
 """
 
 

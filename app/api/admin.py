@@ -1,10 +1,11 @@
 """POST /admin/reload and /admin/versions: new weights without a restart, for the admin token.
 
 The router is mounted only when S4_ADMIN_TOKEN is set; otherwise /admin/* does not exist (404).
-A reload applies to the worker process that receives it: each uvicorn worker (WEB_CONCURRENCY)
-has its own model, so with several, restart them instead; the Kubernetes manifests run one
-worker per pod. An endpoint rather than SIGHUP: a signal cannot carry a path or
-report a refused file, and uvicorn's supervisor already uses SIGHUP to restart its workers.
+A reload or a change of versions applies to the worker process that receives it: each uvicorn
+worker (WEB_CONCURRENCY) has its own models, so with several, restart them instead (with
+S4_SERVED_VERSIONS and S4_CANARY set); the Kubernetes manifests run one worker per pod. An
+endpoint rather than SIGHUP: a signal cannot carry a path or report a refused file, and
+uvicorn's supervisor already uses SIGHUP to restart its workers.
 """
 
 import secrets
