@@ -86,6 +86,9 @@ def observed(method: Callable) -> Callable:
         except Refused as exc:
             code = exc.code
             await context.abort(exc.code, str(exc))
+        except BaseException:  # a bug, or the call cancelled: gRPC answers it itself
+            code = grpc.StatusCode.UNKNOWN
+            raise
         finally:
             seconds = time.perf_counter() - started
             self.state.metrics.record_grpc(name, code.name, seconds)
