@@ -54,7 +54,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     S4_HOST=0.0.0.0
 # Files stay root-owned and read-only to the service, which never writes.
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "docker/healthcheck.py"]
 # Exec form: python is PID 1 and gets docker stop's SIGTERM: the server refuses new connections,

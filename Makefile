@@ -40,11 +40,12 @@ train: setup
 
 # The Docker image's checks without Docker: hadolint on the Dockerfile, shellcheck on its
 # scripts, every Kubernetes manifest against the API schemas (offline; --strict rejects unknown
-# fields).
+# fields), and the KServe manifests against the kserve SDK's schema (deploy/kserve/, as strict).
 image-lint: setup
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/shellcheck docker/*.sh
 	$(BIN)/kubernetes-validate --strict $(wildcard deploy/k8s/*.yaml deploy/k8s/*/*.yaml)
+	$(BIN)/python deploy/kserve/kserve_schema.py validate deploy/kserve/*.yaml
 
 # image-lint, then the image's install-and-start path in a fresh venv (a minute or more): the
 # Dockerfile's own install RUN and CMD, and a real request to /predict: the CPU image's install,
@@ -59,3 +60,13 @@ screenshot: setup
 	mkdir -p docs
 	S4_REQUIRE_BROWSER=1 S4_README_SCREENSHOT=docs/screenshot.png \
 		$(BIN)/python -m pytest tests/browser -k 'draws-7'
+
+# Regenerate the gRPC stubs in app/protocols/kserve/ from the .proto there, with the pinned
+# grpcio-tools. Their messages go in a descriptor pool of their own: tritonclient's copy of the
+# same `inference` package (Triton's grpc_service.proto) can then be imported beside them.
+.PHONY: grpc-stubs
+grpc-stubs: setup
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		app/protocols/kserve/grpc_predict_v2.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default()/DESCRIPTOR = _descriptor_pool.DescriptorPool()/' \
+		app/protocols/kserve/grpc_predict_v2_pb2.py

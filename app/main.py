@@ -10,16 +10,14 @@ from fastapi.middleware import Middleware
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import admin, health, model_card, page, predict, prometheus, read, v2
 from app.api.schemas import errors_as_text
-from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
-from app.pipeline.batcher import MicroBatcher
 from app.pipeline.errors import PipelineError
 from app.settings import Settings, get_settings
+from app.versions import ModelVersions
 
 DESCRIPTION = """
 Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on MNIST.
@@ -27,11 +25,12 @@ Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on 
 * `POST /predict` — one image or many (multipart `file` parts, or the raw image as the body).
 * `POST /read` — whole numbers: each picture's digits, left to right, with their boxes.
 * `POST /v2/models/s4net/infer` — the Open Inference Protocol (KServe v2, Triton's HTTP
-  protocol), with its metadata and health routes under `/v2`.
+  protocol), with its metadata and health routes under `/v2`; the same over gRPC on port 8001.
 * `GET /model` — the layer summary (the network's contract) and the served weights' card.
 * `GET /health`, `GET /ready` — liveness and readiness.
 * `GET /metrics` — Prometheus metrics.
-* `POST /admin/reload` — swap in new weights (only when `S4_ADMIN_TOKEN` is set).
+* `POST /admin/reload`, `POST /admin/versions` — swap in new weights; load and unload weight
+  versions and set the canary (only when `S4_ADMIN_TOKEN` is set).
 """
 
 
@@ -103,27 +102,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Load the model once per process, off the event loop, before serving traffic.
-        predictor = Predictor(settings)
-        await run_in_threadpool(predictor.load)
-        if predictor.load_seconds is not None:
-            service_metrics.model_load_seconds.set(predictor.load_seconds)
-        batcher = MicroBatcher(
-            predictor,
-            service_metrics,
-            max_images=settings.batch_max_images,
-            max_wait_s=settings.batch_max_wait_ms / 1000.0,
-            max_queued_images=settings.batch_queue_images,
-        )
-        batcher.start()
-        app.state.predictor = predictor
-        app.state.batcher = batcher
+        # Load the weights (each served version) once per process, off the event loop, before
+        # serving traffic.
+        versions = ModelVersions(settings, service_metrics)
+        await versions.start()
+        if versions.primary.predictor.ready:
+            service_metrics.model_load_seconds.set(versions.load_seconds)
+        app.state.versions = versions
+        # The primary version's: what answers requests that name no version (app/versions.py).
+        app.state.predictor = versions.primary.predictor
+        app.state.batcher = versions.primary.batcher
+        if settings.grpc:  # imported only when served: the module brings in grpcio
+            from app.api import grpc_server
+
+            grpc_service = await grpc_server.start(app.state)
         # Everything allocated so far (torch, the model, the app) lives as long as the process.
         # Frozen, it is left out of the garbage collector's full passes, which otherwise stall
         # the event loop for over 100 ms every so often under load.
         gc.freeze()
         yield
-        await batcher.stop()
+        if settings.grpc:
+            await grpc_server.stop(grpc_service, settings.graceful_shutdown_s)
+        await versions.stop()
 
     # Outermost first: telemetry sees every answer, CORS headers reach the time limit's answers.
     middleware = [Middleware(RequestTelemetryMiddleware, metrics=service_metrics)]

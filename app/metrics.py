@@ -76,6 +76,40 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        # By weights version (app/versions.py): what a canary is judged on.
+        self.version_requests = Counter(
+            "s4_version_requests",
+            "Requests answered with digits, by weights version and protocol.",
+            ["version", "protocol"],
+            registry=self.registry,
+        )
+        self.version_request_seconds = Histogram(
+            "s4_version_request_duration_seconds",
+            "Time to answer a request with digits, by weights version.",
+            ["version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.version_predictions = Counter(
+            "s4_version_predictions",
+            "Predicted digits, by weights version and digit.",
+            ["version", "digit"],
+            registry=self.registry,
+        )
+        self._version_series: dict[tuple, tuple[Counter, Histogram, list[Counter]]] = {}
+        self.grpc_requests = Counter(
+            "s4_grpc_requests",
+            "gRPC calls answered, by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_request_seconds = Histogram(
+            "s4_grpc_request_duration_seconds",
+            "Time from a gRPC call to its answer, by method and status code.",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.model_load_seconds = Gauge(
             "s4_model_load_seconds",
             "Time to load, verify and warm up the weights at start-up.",
@@ -93,6 +127,27 @@ class Metrics:
         self.numbers_read.inc(len(lengths))
         for length in lengths:
             self.number_digits.observe(length)
+
+    def record_version(
+        self, version: str, protocol: str, seconds: float, digits: list[int]
+    ) -> None:
+        """One answered request's version, protocol, latency and digits."""
+        key = (version, protocol)
+        if key not in self._version_series:
+            self._version_series[key] = (
+                self.version_requests.labels(version=version, protocol=protocol),
+                self.version_request_seconds.labels(version=version),
+                [self.version_predictions.labels(version=version, digit=str(d)) for d in range(10)],
+            )
+        requests, duration, digit_counters = self._version_series[key]
+        requests.inc()
+        duration.observe(seconds)
+        for digit in digits:
+            digit_counters[digit].inc()
+
+    def record_grpc(self, method: str, code: str, seconds: float) -> None:
+        self.grpc_requests.labels(method=method, code=code).inc()
+        self.grpc_request_seconds.labels(method=method, code=code).observe(seconds)
 
     def record_request(self, method: str, path: str, status: int, seconds: float) -> None:
         key = (method, path, status)

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
         Path("weights/s4net.safetensors"),
         description="Weights file; its card is the .json beside it. Relative to the working dir.",
     )
+    # NoDecode: the validator below takes the comma-separated form people write by hand.
+    served_versions: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Weight versions to serve side by side (the first 12 hex digits of each "
+        "one's SHA-256), comma-separated, the first the primary: S4_WEIGHTS' own version, or "
+        "versions/<version>/ beside it. Default: S4_WEIGHTS alone.",
+    )
+    canary: str = Field(
+        "",
+        description="`<version>:<percent>`: that share of the requests that name no version go "
+        "to this served version (stable per X-Request-Id), the rest to the primary.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the model runs; auto picks CUDA when it is available."
     )
@@ -79,6 +91,14 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `python -m app` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m app` listens on.")
+    grpc: bool = Field(
+        True,
+        description="Serve the Open Inference Protocol over gRPC too (KServe's "
+        "GRPCInferenceService), on S4_GRPC_PORT, from every worker.",
+    )
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="Port the gRPC service listens on (Triton's default)."
+    )
     graceful_shutdown_s: int = Field(
         8,
         ge=0,
@@ -166,7 +186,7 @@ class Settings(BaseSettings):
         "JSON list; empty (the default) means no CORS: browsers allow same-origin calls only.",
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "served_versions", mode="before")
     @classmethod
     def split_origins(cls, value: object) -> object:
         if not isinstance(value, str):

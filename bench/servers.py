@@ -29,6 +29,7 @@ class Server:
     url: str
     process: subprocess.Popen
     log_path: Path
+    grpc_address: str  # host:port of the gRPC service, when S4_GRPC is on
 
     def pids(self) -> list[str]:
         """The server's process and its worker processes."""
@@ -75,7 +76,8 @@ def running_server(
     ready_status: int = 200,
 ) -> Iterator[Server]:
     """``command`` (by default `uvicorn app.main:app`) on 127.0.0.1, ``env`` added to its
-    environment, the port given as S4_PORT (``python -m app``) and UVICORN_PORT (uvicorn's CLI).
+    environment, the port given as S4_PORT (``python -m app``) and UVICORN_PORT (uvicorn's CLI),
+    and another free one as S4_GRPC_PORT (never the default 8001 another server may hold).
 
     Yields once ``ready_path`` answers ``ready_status`` (503 for a server meant to refuse its
     weights). Any other answer fails at once: the app loads its model before it takes requests,
@@ -83,8 +85,9 @@ def running_server(
     15 s). RuntimeError, with the server's log, if it exits early or dies while in use; the log is
     kept then, and removed after a clean run.
     """
-    port = str(free_port())
+    port, grpc_port = str(free_port()), str(free_port())
     ports = {"S4_HOST": "127.0.0.1", "S4_PORT": port, "UVICORN_PORT": port}
+    ports["S4_GRPC_PORT"] = grpc_port
     with tempfile.NamedTemporaryFile(prefix="s4-server-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
         process = subprocess.Popen(
@@ -94,7 +97,7 @@ def running_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, f"127.0.0.1:{grpc_port}")
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:

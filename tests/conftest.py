@@ -23,6 +23,9 @@ SHARED_DIR = Path(os.environ.get("S4_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SPEC_PATH = SHARED_DIR / "spec" / "s4-net.md"
 MNIST_DIR = Path(os.environ.get("S4_DATA_DIR", SHARED_DIR / "data" / "mnist"))
 COMMITTED_WEIGHTS = REPO_ROOT / "weights" / "s4net.safetensors"
+# The suite's apps (in-process, and the servers it starts, which inherit the environment) serve
+# no gRPC unless a test asks for it: none of them would hold port 8001 then.
+os.environ.setdefault("S4_GRPC", "false")
 
 
 @pytest.fixture(scope="session")

@@ -201,7 +201,8 @@ def test_runtime_image_listens_where_it_exposes_and_is_health_checked():
     runtime = dockerfile_stages()[-1]
     env = environment(runtime)
     port = int(env.get("S4_PORT", Settings.model_fields["port"].default))
-    assert only(runtime, "EXPOSE").split("/")[0] == str(port)
+    grpc_port = int(env.get("S4_GRPC_PORT", Settings.model_fields["grpc_port"].default))
+    assert only(runtime, "EXPOSE").split() == [str(port), str(grpc_port)]
     assert env["S4_HOST"] == "0.0.0.0"
     assert "CMD" in only(runtime, "HEALTHCHECK")
 
@@ -224,14 +225,16 @@ def test_dockerignore_sends_the_package_and_weights_but_no_venv_data_or_caches()
 
 
 def test_docs_apply_only_manifests_that_ci_validates():
-    """`make image-lint` validates every deploy/k8s/**.yaml; the docs must apply those."""
+    """`make image-lint` validates every deploy/k8s/**.yaml and deploy/kserve/*.yaml; the docs
+    must apply those."""
     pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
     docs = "\n".join(page.read_text() for page in pages)
     applied = re.findall(r"kubectl apply(?: -f \S+)+", docs)
     assert applied, "neither README.md nor docs/ has a `kubectl apply -f` command"
     for command in applied:
         for path in command.split(" -f ")[1:]:
-            assert path.startswith("deploy/k8s/") and (REPO_ROOT / path).exists(), path
+            validated = path.startswith(("deploy/k8s/", "deploy/kserve/"))
+            assert validated and (REPO_ROOT / path).exists(), path
 
 
 # --- The install-and-start path -----------------------------------------------------------------

@@ -125,6 +125,7 @@ def test_answers_have_the_documented_shape(reading_client, mnist_test_set, encod
     assert {parameter["name"] for parameter in documented["parameters"]} == {
         "top_k",
         "return_input",
+        "version",
     }
     assert set(documented["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
     ok = documented["responses"]["200"]["content"]["application/json"]["schema"]

@@ -1,10 +1,11 @@
-"""POST /admin/reload: serve new weights without a restart, for holders of the admin token.
+"""POST /admin/reload and /admin/versions: new weights without a restart, for the admin token.
 
 The router is mounted only when S4_ADMIN_TOKEN is set; otherwise /admin/* does not exist (404).
-A reload applies to the worker process that receives it: each uvicorn worker (WEB_CONCURRENCY)
-has its own model, so with several, restart them instead; the Kubernetes manifests run one
-worker per pod. An endpoint rather than SIGHUP: a signal cannot carry a path or
-report a refused file, and uvicorn's supervisor already uses SIGHUP to restart its workers.
+A reload or a change of versions applies to the worker process that receives it: each uvicorn
+worker (WEB_CONCURRENCY) has its own models, so with several, restart them instead (with
+S4_SERVED_VERSIONS and S4_CANARY set); the Kubernetes manifests run one worker per pod. An
+endpoint rather than SIGHUP: a signal cannot carry a path or report a refused file, and
+uvicorn's supervisor already uses SIGHUP to restart its workers.
 """
 
 import secrets
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +22,7 @@ from app.api.dependencies import get_app_settings, get_predictor
 from app.api.schemas import error_responses
 from app.inference import LOAD_ERRORS, Predictor
 from app.settings import Settings
+from app.versions import ModelVersions, VersionRefused, parse_canary
 
 # auto_error=False: a missing or non-Bearer Authorization header gets this module's 401 with a
 # JSON detail that says what to send, like every other error of the service.
@@ -90,3 +92,60 @@ async def reload_weights(
         sha256=weights.sha256,
         load_ms=(time.perf_counter() - started) * 1000.0,
     )
+
+
+class VersionsChange(BaseModel):
+    load: list[str] = Field([], description="Versions to load and serve (each verified first).")
+    unload: list[str] = Field([], description="Versions to stop serving (not the primary).")
+    canary: str | None = Field(
+        None,
+        description="`<version>:<percent>` to send that share of the requests that name no "
+        "version to a served version; empty to stop the canary; absent to leave it as it is.",
+    )
+
+
+class VersionsState(BaseModel):
+    primary: str | None = Field(description="Answers requests that name no version.")
+    versions: list[str] = Field(description="The versions served, the primary first.")
+    canary: dict | None = Field(description="`version` and `percent`, or null for none.")
+    refused: dict[str, str] = Field(description="Versions that could not be served, and why.")
+
+
+def get_versions(request: Request) -> ModelVersions:
+    return request.app.state.versions
+
+
+@router.get("/versions", response_model=VersionsState, summary="The served weight versions")
+async def list_versions(versions: Annotated[ModelVersions, Depends(get_versions)]) -> dict:
+    """The versions served, the primary, the canary and the versions refused with the reason.
+    Like /admin/reload, it is this worker's."""
+    return versions.describe()
+
+
+@router.post(
+    "/versions",
+    response_model=VersionsState,
+    summary="Load and unload weight versions, set the canary",
+    responses=error_responses(
+        s401="No bearer token.",
+        s403="Wrong token.",
+        s422="A version is unusable (its SHA-256 check failed, ...) or cannot be unloaded, or the "
+        "canary is not served; what came before it in the request is done, the rest is not.",
+    ),
+)
+async def change_versions(
+    change: VersionsChange, versions: Annotated[ModelVersions, Depends(get_versions)]
+) -> dict:
+    """Loads (verified and warmed up off the event loop), then sets the canary, then unloads,
+    while serving: the versions not named keep serving throughout, and a refused one changes
+    nothing for them."""
+    try:
+        for version in change.load:
+            await versions.load(version)
+        if change.canary is not None:
+            versions.set_canary(parse_canary(change.canary))
+        for version in change.unload:
+            await versions.unload(version)
+    except VersionRefused as exc:
+        raise HTTPException(422, f"{exc}; serving {versions.versions()}") from None
+    return versions.describe()

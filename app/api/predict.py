@@ -6,6 +6,7 @@ query is a pydantic model like any FastAPI parameter, and the OpenAPI document c
 route's own declaration.
 """
 
+import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -31,6 +32,10 @@ from app.pipeline.errors import (
 )
 from app.pipeline.prepare import PreparedImage, prepare_all
 from app.pipeline.uploads import read_uploads
+from app.protocols.open_inference import ProtocolError, model_version
+
+# Every answer with digits names the weights version that read them (app/versions.py).
+VERSION_HEADER = "X-Model-Version"
 
 # Each pipeline error's status; a subclass not listed takes its nearest listed base's.
 STATUS_CODES: dict[type[PipelineError], int] = {
@@ -91,6 +96,11 @@ class PredictQuery(BaseModel):
 
     top_k: int | None = Field(None, ge=1, le=10, description="Also list the k most likely digits.")
     return_input: bool = Field(False, description="Also return the 28x28 image the model read.")
+    version: str | None = Field(
+        None,
+        description="The weights version to read with (GET /v2/models/s4net lists them); "
+        "default: the primary, or the canary for its share of requests.",
+    )
 
 
 DEFAULT_QUERY = PredictQuery()
@@ -132,10 +142,15 @@ async def predict(request: Request) -> Response:
     ink on black (MNIST's form) is read as it is; anything else is brought to that form: a light
     background is inverted, the ink is cropped, scaled to 20 px and centred by its mass.
     """
+    started = time.perf_counter()
     query = parse_query(request)
     state = request.app.state
-    predictor, settings = state.predictor, state.settings
-    check_ready(predictor)
+    settings = state.settings
+    try:
+        served = state.versions.route(query.version, request.headers.get("x-request-id"))
+    except ProtocolError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+    check_ready(served.predictor)
     uploads = await read_uploads(request, settings.max_images, settings.max_image_bytes)
     images: list[PreparedImage] = []
 
@@ -143,10 +158,16 @@ async def predict(request: Request) -> Response:
         images.extend(prepare_all(uploads, settings.max_pixels))
         return images
 
-    result = await state.batcher.prepare_and_predict(len(uploads), prepare)
-    answer = encode(uploads, images, result, str(predictor.device), query.top_k, query.return_input)
-    state.metrics.record_predictions([p["digit"] for p in answer["predictions"]])
-    return Response(orjson.dumps(answer), media_type="application/json")
+    result = await served.batcher.prepare_and_predict(len(uploads), prepare)
+    device = str(served.predictor.device)
+    answer = encode(uploads, images, result, device, query.top_k, query.return_input)
+    digits = [p["digit"] for p in answer["predictions"]]
+    state.metrics.record_predictions(digits)
+    version = model_version(result.weights_sha256)
+    state.metrics.record_version(version, "http", time.perf_counter() - started, digits)
+    return Response(
+        orjson.dumps(answer), media_type="application/json", headers={VERSION_HEADER: version}
+    )
 
 
 # Added to the app's own routes, first (app.main): include_router would wrap it in FastAPI's

@@ -8,6 +8,7 @@ ready or too many images wait. Readiness answers 200, or 400 when not ready, as 
 (4xx for false).
 """
 
+import time
 from functools import partial
 
 from fastapi import APIRouter, Request
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.api.predict import RawRoute
 from app.api.schemas import ProtocolErrorBody, error_responses
-from app.pipeline.batcher import check_ready
+from app.pipeline.batcher import BatchResult, MicroBatcher, check_ready
 from app.pipeline.errors import ImageRejected, ModelNotReady, Overloaded, PipelineError
 from app.pipeline.prepare import prepare_all
 from app.pipeline.uploads import PART_OVERHEAD_BYTES, Upload, read_body
@@ -25,8 +26,10 @@ from app.protocols.open_inference import (
     IMAGES,
     MODEL_NAME,
     PROBABILITIES,
+    InferRequest,
     ProtocolError,
     as_prepared_images,
+    check_model,
     digits,
     model_metadata,
     model_version,
@@ -60,20 +63,10 @@ def error(status_code: int, message: str, headers: dict[str, str] | None = None)
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 
-def served_version(request: Request, model_name: str, version: str | None = None) -> str | None:
-    """The version being served (None while nothing is); ProtocolError 404 if the path names
-    another model, or another version than the one served."""
-    predictor = request.app.state.predictor
-    weights = predictor.weights
-    served = model_version(weights.sha256) if weights else None
-    if model_name != MODEL_NAME:
-        raise ProtocolError(f"unknown model {model_name!r}: this server has `{MODEL_NAME}`", 404)
-    if version is not None and version != served:
-        serving = f"version {served}" if served else "no version (not ready)"
-        raise ProtocolError(
-            f"model `{MODEL_NAME}` has no version {version!r}; serving {serving}", 404
-        )
-    return served
+def named_versions(request: Request, model_name: str, version: str | None = None) -> list[str]:
+    """The served versions the path names (all of them without a version; none while not
+    ready); ProtocolError 404 for another model, or a version not served."""
+    return check_model(model_name, version, request.app.state.versions.versions())
 
 
 def max_body_bytes(max_images: int, max_image_bytes: int) -> int:
@@ -113,24 +106,23 @@ async def ready(request: Request) -> JSONResponse:
 
 async def metadata(request: Request):
     """`s4net`'s inputs (`images` UINT8 [-1, 28, 28] or `image_bytes` BYTES [-1]), outputs
-    (`probabilities` FP32 [-1, 10], `digit` INT64 [-1]) and served version (the first 12 hex
-    digits of the weights' SHA-256)."""
+    (`probabilities` FP32 [-1, 10], `digit` INT64 [-1]) and served versions (each the first 12
+    hex digits of its weights' SHA-256; the primary first)."""
     try:
-        served = served_version(request, **request.path_params)
+        versions = named_versions(request, **request.path_params)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
     platform = request.app.state.predictor.runtime_name or "none"
-    return model_metadata([served] if served else [], platform)
+    return model_metadata(versions, platform)
 
 
 async def model_ready(request: Request):
     """200 when the model (and version, if given) is served and ready, 400 when not ready."""
     try:
-        served = served_version(request, **request.path_params)
+        ready = bool(named_versions(request, **request.path_params))
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
-    body = {"name": MODEL_NAME, "ready": served is not None}
-    return JSONResponse(body, status_code=200 if served else 400)
+    return JSONResponse({"name": MODEL_NAME, "ready": ready}, status_code=200 if ready else 400)
 
 
 # Each pipeline error's status here; the protocol calls every bad request a 400.
@@ -146,38 +138,50 @@ def pipeline_error(exc: PipelineError) -> JSONResponse:
     return error(status_code, message, {"Retry-After": "1"} if status_code == 503 else None)
 
 
+async def read_digits(
+    infer_request: InferRequest, batcher: MicroBatcher, max_pixels: int
+) -> BatchResult:
+    """The request's images through the micro-batcher that /predict uses (and the gRPC service):
+    `images` as they are, `image_bytes` prepared on the forward thread as /predict's uploads."""
+    if infer_request.images is not None:
+        return await batcher.predict(as_prepared_images(infer_request.images))
+    uploads = [Upload(index, None, data) for index, data in enumerate(infer_request.encoded)]
+    return await batcher.prepare_and_predict(
+        len(uploads), partial(prepare_all, uploads, max_pixels)
+    )
+
+
 async def infer(request: Request) -> Response:
     """Read the digits in `images` (MNIST form, read as they are) or `image_bytes` (image files,
     prepared as /predict prepares uploads): JSON `data` or binary tensors
     (Inference-Header-Content-Length). Errors: 400 bad request, 404 unknown model or version,
     503 not ready or overloaded (Retry-After)."""
+    started = time.perf_counter()
     state = request.app.state
-    settings, batcher = state.settings, state.batcher
+    settings = state.settings
     try:
-        served_version(request, **request.path_params)
-        check_ready(state.predictor)
+        check_model(request.path_params["model_name"], None, [])
+        # The version the path names, else the primary or (for its share) the canary.
+        served = state.versions.route(
+            request.path_params.get("version"), request.headers.get("x-request-id")
+        )
+        check_ready(served.predictor)
         limit = max_body_bytes(settings.max_images, settings.max_image_bytes)
         raw = await read_body(request, limit, partial(body_too_large, limit))
         body = decode_content(raw, request.headers.get("content-encoding"), limit)
         infer_request = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), settings.max_images, settings.max_image_bytes
         )
-        if infer_request.images is not None:
-            result = await batcher.predict(as_prepared_images(infer_request.images))
-        else:  # prepared on the forward thread, as /predict's uploads
-            uploads = [
-                Upload(index, None, data) for index, data in enumerate(infer_request.encoded)
-            ]
-            prepare = partial(prepare_all, uploads, settings.max_pixels)
-            result = await batcher.prepare_and_predict(len(uploads), prepare)
+        result = await read_digits(infer_request, served.batcher, settings.max_pixels)
     except ProtocolError as exc:
         return error(exc.status_code, str(exc))
     except PipelineError as exc:
         return pipeline_error(exc)
-    answer = encode_infer_response(
-        infer_request, result.probabilities, model_version(result.weights_sha256)
-    )
-    state.metrics.record_predictions(digits(result.probabilities).tolist())
+    version = model_version(result.weights_sha256)
+    answer = encode_infer_response(infer_request, result.probabilities, version)
+    answered = digits(result.probabilities).tolist()
+    state.metrics.record_predictions(answered)
+    state.metrics.record_version(version, "http", time.perf_counter() - started, answered)
     return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
 
 

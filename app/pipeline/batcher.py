@@ -98,6 +98,12 @@ class MicroBatcher:
                 if job is not None:
                     job.future.cancel()
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) until no image waits to be taken into a forward pass."""
+        deadline = time.monotonic() + timeout_s
+        while self._queued_images and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     async def predict(self, images: Sequence[PreparedImage]) -> BatchResult:
         """The probabilities of ``images`` (one request's), read together with other requests'."""
         return await self.prepare_and_predict(len(images), lambda: images)

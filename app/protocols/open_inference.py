@@ -1,9 +1,8 @@
-"""The Open Inference Protocol (KServe v2, Triton's HTTP protocol) for the S4 net, without HTTP.
+"""The Open Inference Protocol (KServe v2, Triton's protocol) for the S4 net, without a transport.
 
-
-The protocol's model and its types, shared by every transport: the REST routes' codec is
-app/protocols/open_inference_rest.py. The model ``s4net`` has two inputs, of which a request
-carries one, and two outputs:
+The protocol's model, its types and the checks every transport shares: the REST routes' codec
+is app/protocols/open_inference_rest.py, the gRPC service's app/protocols/open_inference_grpc.py.
+The model ``s4net`` has two inputs, of which a request carries one, and two outputs:
 
     images       UINT8  [-1, 28, 28]  digits in MNIST form (white ink on black), read as they are
     image_bytes  BYTES  [-1]          encoded image files, prepared as /predict prepares uploads
@@ -11,6 +10,7 @@ carries one, and two outputs:
     digit        INT64  [-1]
 """
 
+import struct
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -34,6 +34,7 @@ OUTPUTS = [
     {"name": DIGIT, "datatype": "INT64", "shape": [-1]},
 ]
 EXTENSIONS = ["binary_tensor_data"]
+BYTES_LENGTH = struct.Struct("<I")  # the length before each BYTES element in raw tensor data
 
 
 class ProtocolError(Exception):
@@ -62,6 +63,83 @@ class InferRequest:
         return len(self.images) if self.images is not None else len(self.encoded)
 
 
+def check_shape(
+    name: str, datatype: object, shape: object, want_datatype: str, max_images: int
+) -> list[int]:
+    """An input's shape, checked with its datatype against its metadata; the image count (its
+    first dimension) within max_images."""
+    if datatype != want_datatype:
+        raise ProtocolError(f"input `{name}` has datatype {datatype!r}; it must be {want_datatype}")
+    expected = next(entry["shape"] for entry in INPUTS if entry["name"] == name)
+    if (
+        not isinstance(shape, list)
+        or len(shape) != len(expected)
+        or not all(type(dim) is int for dim in shape)
+        or any(want != -1 and dim != want for dim, want in zip(shape, expected, strict=True))
+    ):
+        raise ProtocolError(
+            f"input `{name}` has shape {shape!r}; it must be {expected} with -1 the number of "
+            "images"
+        )
+    if shape[0] < 1:
+        raise ProtocolError(f"input `{name}` holds no image (shape {shape}); send at least one")
+    if shape[0] > max_images:
+        raise ProtocolError(
+            f"{shape[0]} images in one request, more than {max_images} (S4_MAX_IMAGES); split "
+            "them over several requests"
+        )
+    return shape
+
+
+def split_bytes_elements(raw: bytes, count: int) -> list[bytes]:
+    """``count`` BYTES elements in raw form: each a 4-byte little-endian length, then data."""
+    elements, offset = [], 0
+    for index in range(count):
+        if offset + BYTES_LENGTH.size > len(raw):
+            raise ProtocolError(
+                f"the binary data of `{IMAGE_BYTES}` ends before element {index} of {count}"
+            )
+        (length,) = BYTES_LENGTH.unpack_from(raw, offset)
+        offset += BYTES_LENGTH.size
+        if offset + length > len(raw):
+            raise ProtocolError(
+                f"{IMAGE_BYTES}[{index}] claims {length:,} bytes; the binary data ends before"
+            )
+        elements.append(raw[offset : offset + length])
+        offset += length
+    if offset != len(raw):
+        raise ProtocolError(
+            f"the binary data of `{IMAGE_BYTES}` has {len(raw) - offset:,} bytes after its "
+            f"{count} elements"
+        )
+    return elements
+
+
+def check_file_sizes(files: list[bytes], max_image_bytes: int) -> list[bytes]:
+    for index, file in enumerate(files):
+        if len(file) > max_image_bytes:
+            raise ProtocolError(
+                f"{IMAGE_BYTES}[{index}] is {len(file):,} bytes, more than the "
+                f"{max_image_bytes:,}-byte limit (S4_MAX_IMAGE_BYTES); send a smaller image"
+            )
+    return files
+
+
+def check_model(model_name: str, version: str | None, served: list[str]) -> list[str]:
+    """The ``served`` versions a request names: ``version`` alone, or all of them without one;
+    ProtocolError 404 for another model, or a version not served."""
+    if model_name != MODEL_NAME:
+        raise ProtocolError(f"unknown model {model_name!r}: this server has `{MODEL_NAME}`", 404)
+    if not version:
+        return served
+    if version not in served:
+        serving = f"versions {', '.join(served)}" if served else "no version (not ready)"
+        raise ProtocolError(
+            f"model `{MODEL_NAME}` has no version {version!r}; serving {serving}", 404
+        )
+    return [version]
+
+
 def model_version(weights_sha256: str) -> str:
     """The served weights' version: the first 12 hex digits of their SHA-256."""
     return weights_sha256[:VERSION_HEX_DIGITS]
@@ -76,7 +154,7 @@ def server_metadata() -> dict:
 
 
 def model_metadata(versions: list[str], platform: str) -> dict:
-    """``versions``: the served one, or none while no weights are loaded."""
+    """``versions``: those served (app/versions.py), or none while no weights are loaded."""
     return {
         "name": MODEL_NAME,
         "versions": versions,

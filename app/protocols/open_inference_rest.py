@@ -14,7 +14,6 @@ request) asks for them in binary. Request bodies may be gzip or deflate compress
 import base64
 import binascii
 import math
-import struct
 import zlib
 from dataclasses import dataclass
 
@@ -26,19 +25,20 @@ from app.protocols.open_inference import (
     DIGIT,
     IMAGE_BYTES,
     IMAGES,
-    INPUTS,
     MODEL_NAME,
     OUTPUTS,
     PROBABILITIES,
     InferRequest,
     ProtocolError,
     RequestedOutput,
+    check_file_sizes,
+    check_shape,
     digits,
+    split_bytes_elements,
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 PIXELS_PER_IMAGE = MNIST_SIZE * MNIST_SIZE
-BYTES_LENGTH = struct.Struct("<I")  # the length before each BYTES element in binary data
 
 # Requests ----------------------------------------------------------------------------------
 
@@ -126,33 +126,10 @@ def _parameters(holder: dict, what: str) -> dict:
     return parameters
 
 
-def _shape(tensor: dict, datatype: str, dims: int, max_images: int) -> list[int]:
-    """The input's shape, checked against its metadata; the image count within max_images."""
-    name = tensor["name"]
-    if tensor.get("datatype") != datatype:
-        raise ProtocolError(
-            f"input `{name}` has datatype {tensor.get('datatype')!r}; it must be {datatype}"
-        )
-    shape = tensor.get("shape")
-    expected = next(entry["shape"] for entry in INPUTS if entry["name"] == name)
-    if (
-        not isinstance(shape, list)
-        or len(shape) != dims
-        or not all(type(dim) is int for dim in shape)
-        or any(want != -1 and dim != want for dim, want in zip(shape, expected, strict=True))
-    ):
-        raise ProtocolError(
-            f"input `{name}` has shape {shape!r}; it must be {expected} with -1 the number of "
-            "images"
-        )
-    if shape[0] < 1:
-        raise ProtocolError(f"input `{name}` holds no image (shape {shape}); send at least one")
-    if shape[0] > max_images:
-        raise ProtocolError(
-            f"{shape[0]} images in one request, more than {max_images} (S4_MAX_IMAGES); split "
-            "them over several requests"
-        )
-    return shape
+def _shape(tensor: dict, datatype: str, max_images: int) -> list[int]:
+    return check_shape(
+        tensor["name"], tensor.get("datatype"), tensor.get("shape"), datatype, max_images
+    )
 
 
 def _tensor_source(tensor: dict, binary: bytes) -> tuple[int | None, object]:
@@ -180,7 +157,7 @@ def _tensor_source(tensor: dict, binary: bytes) -> tuple[int | None, object]:
 
 
 def _images(tensor: dict, binary: bytes, max_images: int) -> np.ndarray:
-    shape = _shape(tensor, "UINT8", 3, max_images)
+    shape = _shape(tensor, "UINT8", max_images)
     size, data = _tensor_source(tensor, binary)
     count = shape[0] * PIXELS_PER_IMAGE
     if size is not None:
@@ -228,7 +205,7 @@ def flatten(data: object, shape: list[int], name: str) -> list:
 def _encoded_images(
     tensor: dict, binary: bytes, max_images: int, max_image_bytes: int
 ) -> list[bytes]:
-    (count,) = _shape(tensor, "BYTES", 1, max_images)
+    (count,) = _shape(tensor, "BYTES", max_images)
     size, data = _tensor_source(tensor, binary)
     if size is not None:
         files = split_bytes_elements(binary, count)
@@ -243,13 +220,7 @@ def _encoded_images(
         if not all(isinstance(item, str) for item in strings):
             raise ProtocolError(f"input `{IMAGE_BYTES}` data must be strings (BYTES)")
         files = [_file_from_string(item, index, content_type) for index, item in enumerate(strings)]
-    for index, file in enumerate(files):
-        if len(file) > max_image_bytes:
-            raise ProtocolError(
-                f"{IMAGE_BYTES}[{index}] is {len(file):,} bytes, more than the "
-                f"{max_image_bytes:,}-byte limit (S4_MAX_IMAGE_BYTES); send a smaller image"
-            )
-    return files
+    return check_file_sizes(files, max_image_bytes)
 
 
 def _file_from_string(item: str, index: int, content_type: str | None) -> bytes:
@@ -259,30 +230,6 @@ def _file_from_string(item: str, index: int, content_type: str | None) -> bytes:
         return base64.b64decode(item, validate=True)
     except binascii.Error:
         raise ProtocolError(f"{IMAGE_BYTES}[{index}] is not valid base64") from None
-
-
-def split_bytes_elements(binary: bytes, count: int) -> list[bytes]:
-    """``count`` BYTES elements in binary form: each a 4-byte little-endian length, then data."""
-    elements, offset = [], 0
-    for index in range(count):
-        if offset + BYTES_LENGTH.size > len(binary):
-            raise ProtocolError(
-                f"the binary data of `{IMAGE_BYTES}` ends before element {index} of {count}"
-            )
-        (length,) = BYTES_LENGTH.unpack_from(binary, offset)
-        offset += BYTES_LENGTH.size
-        if offset + length > len(binary):
-            raise ProtocolError(
-                f"{IMAGE_BYTES}[{index}] claims {length:,} bytes; the binary data ends before"
-            )
-        elements.append(binary[offset : offset + length])
-        offset += length
-    if offset != len(binary):
-        raise ProtocolError(
-            f"the binary data of `{IMAGE_BYTES}` has {len(binary) - offset:,} bytes after its "
-            f"{count} elements"
-        )
-    return elements
 
 
 def _requested_outputs(outputs: object, binary_default: bool) -> tuple[RequestedOutput, ...]:
