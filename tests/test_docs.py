@@ -20,8 +20,9 @@ from tests.conftest import REPO_ROOT
 README = REPO_ROOT / "README.md"
 DOCS = REPO_ROOT / "docs"
 README_MAX_LINES = 200
-# The address the documented examples use, which the tests point at their own server.
+# The addresses the documented examples use, which the tests point at their own server.
 DOCUMENTED_ADDRESS = "127.0.0.1:8000"
+DOCUMENTED_GRPC_ADDRESS = "127.0.0.1:8001"
 
 
 def test_readme_is_at_most_200_lines():
@@ -85,9 +86,10 @@ def test_settings_page_lists_every_setting_with_its_description():
 
 
 def python_examples(markdown_file: Path) -> list[str]:
-    """The ```python blocks of a page that talk to the documented address."""
+    """The ```python blocks of a page that talk to the documented addresses (HTTP or gRPC)."""
     blocks = re.findall(r"^```python\n(.*?)^```", markdown_file.read_text(), re.M | re.S)
-    return [block for block in blocks if DOCUMENTED_ADDRESS in block]
+    addresses = (DOCUMENTED_ADDRESS, DOCUMENTED_GRPC_ADDRESS)
+    return [block for block in blocks if any(address in block for address in addresses)]
 
 
 def shown_output(example: str) -> list[str]:
@@ -108,8 +110,9 @@ EXAMPLES = [
 
 @pytest.fixture(scope="module")
 def server(reading_weights):
-    with running_server({"S4_WEIGHTS": str(reading_weights), "S4_CPU_THREADS": "1"}) as server:
-        yield server.url
+    env = {"S4_WEIGHTS": str(reading_weights), "S4_CPU_THREADS": "1", "S4_GRPC": "true"}
+    with running_server(env) as server:
+        yield server
 
 
 def test_readme_has_a_python_example():
@@ -119,9 +122,12 @@ def test_readme_has_a_python_example():
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_python_examples_print_what_they_show(server, example):
     """Run from the repository's root, as the docs say, against a real server."""
-    address = server.removeprefix("http://")
+    address = server.url.removeprefix("http://")
+    example_here = example.replace(DOCUMENTED_ADDRESS, address).replace(
+        DOCUMENTED_GRPC_ADDRESS, server.grpc_address
+    )
     completed = subprocess.run(
-        [sys.executable, "-c", example.replace(DOCUMENTED_ADDRESS, address)],
+        [sys.executable, "-c", example_here],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
