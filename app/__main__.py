@@ -4,20 +4,101 @@ The worker count is read as WEB_CONCURRENCY (uvicorn's own variable) by the sett
 derive each worker's CPU threads (S4_CPU_THREADS) from it, so the two can never disagree.
 """
 
+import socket
+import sys
+
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process, logger
 
 from app.settings import get_settings
 
 
-class ClosingMultiprocess(Multiprocess):
-    """uvicorn's worker manager, closing its own copy of the listening socket when it stops.
+def reuse_port_socket(config: uvicorn.Config, port: int) -> socket.socket:
+    """A TCP socket on config.host and ``port`` with SO_REUSEPORT, listening, inheritable; exits
+    as uvicorn does (STARTUP_FAILURE) if the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((config.host, port))
+    except OSError as exc:
+        logger.error(exc)
+        sys.exit(STARTUP_FAILURE)
+    sock.listen(config.backlog)
+    sock.set_inheritable(True)
+    return sock
 
-    uvicorn's kept the socket listening while the workers drained: the kernel went on queueing
-    connections that no worker would take and reset them all when the manager exited (one per
-    client under load: curl's exit 56 on `docker stop`). Closed, the socket stops listening as
-    soon as the workers close theirs, as with a single worker, and later clients are refused.
+
+class BalancedMultiprocess(Multiprocess):
+    """uvicorn's worker manager, with one listening socket per worker instead of one for all.
+
+    With one shared socket, whichever worker woke first could accept every connection a client
+    opened in a burst, and the other idled for as long as they stayed open (docs/decisions.md).
+    Here each worker slot has its own socket, bound to the same port with SO_REUSEPORT, and the
+    kernel hashes each new connection to one of them: every worker gets its share, whatever the
+    client does. A slot keeps its socket across restarts, so a worker that dies is replaced on
+    the same socket and the connections queued there meanwhile are served, not reset.
+
+    uvicorn's health checks, restarts (of a dead or hung worker, and of all on SIGHUP) and
+    SIGTERM handling are kept; only the socket each new worker gets differs. On stop, the
+    manager closes its own copies of the sockets first: each stops listening as soon as its
+    worker closes it, and later clients are refused rather than queued where no worker would
+    take them (one reset per client under load: curl's exit 56 on `docker stop`).
     """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        first = reuse_port_socket(config, config.port)
+        port = first.getsockname()[1]  # the same port for every slot, even when asked for 0
+        others = [reuse_port_socket(config, port) for _ in range(config.workers - 1)]
+        super().__init__(config, sockets=[first, *others])
+        logger.info("Uvicorn running on http://%s:%d, one socket per worker", config.host, port)
+
+    def worker(self, slot: int) -> Process:
+        process = Process(self.config, [self.sockets[slot]])
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        self.processes = [self.worker(slot) for slot in range(self.processes_num)]
+
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn's: a dead or hung worker is replaced, on its slot's socket."""
+        for slot, process in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:
+                logger.error(f"Child process [{process.pid}] failed to start, stopping.")
+                self.should_exit.set()
+                return
+            logger.info(f"Child process [{process.pid}] died")
+            self.processes[slot] = self.worker(slot)
+
+    def restart_all(self) -> None:
+        """SIGHUP: each worker is replaced, its successor ready on its socket before it stops."""
+        for slot, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self.worker(slot)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                logger.error(f"New child process [{new.pid}] was not ready; restart aborted.")
+                return
+            old.terminate()
+            old.join()
+            self.processes[slot] = new
+
+    def handle_ttin(self) -> None:
+        logger.info("Received SIGTTIN: the worker count is fixed (WEB_CONCURRENCY), ignored.")
+
+    def handle_ttou(self) -> None:
+        logger.info("Received SIGTTOU: the worker count is fixed (WEB_CONCURRENCY), ignored.")
 
     def terminate_all(self) -> None:
         for sock in self.sockets:
@@ -38,7 +119,7 @@ def main() -> None:
     if config.workers == 1:
         uvicorn.Server(config).run()
     else:
-        ClosingMultiprocess(config, sockets=[config.bind_socket()]).run()
+        BalancedMultiprocess(config).run()
 
 
 if __name__ == "__main__":

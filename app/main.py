@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import admin, health, model_card, page, predict, prometheus, read, v2
 from app.api.schemas import errors_as_text
-from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
+from app.metrics import Metrics, configure_request_log, record_request
 from app.pipeline.errors import PipelineError
 from app.settings import Settings, get_settings
 from app.versions import ModelVersions
@@ -39,9 +40,14 @@ async def validation_error_as_text(request: Request, exc: RequestValidationError
     return JSONResponse({"detail": errors_as_text(exc.errors())}, status_code=422)
 
 
-class RequestTimeoutMiddleware:
-    """Bounds each HTTP request to ``timeout_s`` seconds, from its headers to its answer starting.
+class RequestMiddleware:
+    """Every HTTP request timed, bounded and logged, in one pure-ASGI layer.
 
+    Telemetry: the time from the request to the end of its answer and the answer's status go to
+    the metrics and the request log (``app.metrics.record_request``); only the response start is
+    watched, so bodies stream through untouched.
+
+    Time limit: each request gets ``timeout_s`` seconds from its headers to its answer starting.
     The size limits stop a client from sending too much; this stops one from sending too slowly
     (a slowloris body trickling in byte by byte holds a request open for ever) and a request from
     waiting for the model for ever. Past the deadline the request is cancelled and answered with
@@ -50,14 +56,17 @@ class RequestTimeoutMiddleware:
     was all in. An answer that has started is left to finish.
     """
 
-    def __init__(self, app: ASGIApp, timeout_s: float):
+    def __init__(self, app: ASGIApp, metrics: Metrics, timeout_s: float):
         self.app = app
+        self.metrics = metrics
         self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        status = 500  # if the app fails before starting a response, the server answers 500
         body_received = False
 
         async def receive_watching_body() -> Message:
@@ -67,31 +76,38 @@ class RequestTimeoutMiddleware:
                 body_received = True
             return message
 
-        async def send_lifting_deadline(message: Message) -> None:
+        async def send_watching_start(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 deadline.reschedule(None)
             await send(message)
 
         try:
             async with asyncio.timeout(self.timeout_s) as deadline:
-                await self.app(scope, receive_watching_body, send_lifting_deadline)
+                await self.app(scope, receive_watching_body, send_watching_start)
         except TimeoutError:
             if not deadline.expired():
                 raise  # someone else's timeout: a server error like any other
-            limit = f"{self.timeout_s:g} s (S4_REQUEST_TIMEOUT_S)"
-            if body_received:
-                response = JSONResponse(
-                    {"detail": f"no answer within {limit}: the service is busy; retry shortly"},
-                    status_code=503,
-                    headers={"Retry-After": "1"},
-                )
-            else:
-                response = JSONResponse(
-                    {"detail": f"the request body was still arriving after {limit}"},
-                    status_code=408,
-                    headers={"Connection": "close"},
-                )
+            response = self.timeout_answer(body_received)
+            status = response.status_code
             await response(scope, receive, send)
+        finally:
+            record_request(self.metrics, scope, status, time.perf_counter() - started)
+
+    def timeout_answer(self, body_received: bool) -> JSONResponse:
+        limit = f"{self.timeout_s:g} s (S4_REQUEST_TIMEOUT_S)"
+        if body_received:
+            return JSONResponse(
+                {"detail": f"no answer within {limit}: the service is busy; retry shortly"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        return JSONResponse(
+            {"detail": f"the request body was still arriving after {limit}"},
+            status_code=408,
+            headers={"Connection": "close"},
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -125,8 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await grpc_server.stop(grpc_service, settings.graceful_shutdown_s)
         await versions.stop()
 
-    # Outermost first: telemetry sees every answer, CORS headers reach the time limit's answers.
-    middleware = [Middleware(RequestTelemetryMiddleware, metrics=service_metrics)]
+    # Outermost first. CORS (off by default) answers preflights itself and adds its headers to
+    # every other answer, the time limit's included; the one middleware of our own times, bounds
+    # and logs each request (docs/decisions.md has what each layer costs).
+    middleware = []
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -136,7 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 allow_headers=["Content-Type"],  # image/png bodies need it; never Authorization
             )
         )
-    middleware.append(Middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s))
+    middleware.append(
+        Middleware(RequestMiddleware, metrics=service_metrics, timeout_s=settings.request_timeout_s)
+    )
     # FastAPIOffline serves Swagger UI and ReDoc from the package instead of a CDN, so /docs works
     # on air-gapped hosts and clusters.
     app = FastAPIOffline(

@@ -6,11 +6,10 @@ numbers; scrape each worker, or run one worker per container.
 """
 
 import logging
-import time
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 REQUEST_LOG = logging.getLogger("s4.requests")
 
@@ -171,48 +170,24 @@ def configure_request_log() -> None:
         REQUEST_LOG.setLevel(logging.INFO)
 
 
-class RequestTelemetryMiddleware:
-    """Times every HTTP request; records it in the metrics and logs it as one JSON line.
+def record_request(metrics: Metrics, scope: Scope, status: int, seconds: float) -> None:
+    """One answered HTTP request: into the metrics, and into the request log as one JSON line.
 
-    A plain ASGI middleware: it only watches the response start for the status code, so bodies
-    stream through untouched, and request bodies (images) never reach the log. Routes are
-    labelled by their template (``/predict``), and unmatched paths share one label, so a scanner
-    cannot blow up the number of time series.
+    Routes are labelled by their template (``/predict``), and unmatched paths share one label, so
+    a scanner cannot blow up the number of time series. Request bodies (images) never reach the
+    log.
     """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # if the app fails before starting a response, the server answers 500
-
-        async def send_watching_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_watching_status)
-        finally:
-            seconds = time.perf_counter() - started
-            route = scope.get("route")
-            path = getattr(route, "path", "<unmatched>")
-            self.metrics.record_request(scope["method"], path, status, seconds)
-            REQUEST_LOG.info(
-                orjson.dumps(
-                    {
-                        "event": "request",
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(seconds * 1000.0, 3),
-                        "client": (scope.get("client") or ("", 0))[0],
-                    }
-                ).decode()
-            )
+    route = scope.get("route")
+    metrics.record_request(scope["method"], getattr(route, "path", "<unmatched>"), status, seconds)
+    REQUEST_LOG.info(
+        orjson.dumps(
+            {
+                "event": "request",
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(seconds * 1000.0, 3),
+                "client": (scope.get("client") or ("", 0))[0],
+            }
+        ).decode()
+    )

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.inprocess                      # 20,000 requests, 16 at a time
     .venv/bin/python -m bench.inprocess --requests 5000 --concurrency 1
     .venv/bin/python -m bench.inprocess --route v2-uint8
+    .venv/bin/python -m bench.inprocess --upload stretched   # a digit not in MNIST form
 
 Builds the service as `python -m app` would (default settings, the committed weights), runs its
 lifespan, then sends the first MNIST test digit as bench.serve's routes do (by default /predict:
@@ -33,6 +34,7 @@ from bench.serve import (
     MNIST_DIR,
     ROUTE_NAMES,
     TEST_IMAGES,
+    UPLOADS,
     Route,
     make_routes,
     prepare_digit,
@@ -115,11 +117,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--route", choices=ROUTE_NAMES, default="predict")
+    parser.add_argument("--upload", choices=UPLOADS, default="mnist", help="the digit's PNG")
     args = parser.parse_args()
     if not COMMITTED_WEIGHTS.exists():
         raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
     with tempfile.TemporaryDirectory() as scratch:
-        image, digit = prepare_digit(Path(scratch))
+        image, digit = prepare_digit(Path(scratch), args.upload)
         pixels = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[0].numpy()
         route = make_routes(image.read_bytes(), pixels)[args.route]
     uvloop.run(measure(args.requests, args.concurrency, route, digit))

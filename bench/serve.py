@@ -4,18 +4,23 @@
     .venv/bin/python -m bench.serve --configs 1x1,2x1,1x2 --connections 16   # workers x threads
     .venv/bin/python -m bench.serve --routes predict,v2-uint8 --no-baseline
     .venv/bin/python -m bench.serve --routes read --no-baseline    # /read: a 4-digit 400x100 PNG
+    .venv/bin/python -m bench.serve --upload stretched --versus ../main --routes predict
 
 Each server is started as its own process on 127.0.0.1, and they take turns being driven by wrk
-(Debian's `wrk`, bench/request.lua) posting the first MNIST test digit; every response is checked
-for status 200 and the right digit. Ours is driven on each route in turn: /predict (the PNG as
-multipart), and the Open Inference Protocol's /v2/models/s4net/infer as tritonclient sends it,
-binary tensors with binary outputs, one image per request: `v2-uint8` (the 28x28 pixels as
+(Debian's `wrk`, bench/request.lua) posting the first MNIST test digit (`--upload stretched`: the
+same digit cropped to its ink and stretched to 26x26, not in MNIST form, so every preparation step
+runs); every response is checked for status 200 and the right digit. Ours is driven on each route
+in turn: /predict (the PNG as multipart), and the Open Inference Protocol's
+/v2/models/s4net/infer as tritonclient sends it, binary tensors with binary outputs, one image
+per request: `v2-uint8` (the 28x28 pixels as
 UINT8 `images`) and `v2-png` (the PNG as BYTES `image_bytes`); asked for, `read` posts a 400x100
 PNG of the first four test digits to /read, and checks the number. The baseline has /predict only.
 wrk runs on the same cores as the server, as a client on the same box would. Besides req/s and
 latency, each row has the server's CPU time (all its processes, user + system) per request: on a
-shared machine whose speed drifts, the figure to compare two versions of the service by, run
-alternately from a checkout of each.
+shared machine whose speed drifts, the figure to compare two versions of the service by:
+`--versus PATH` serves another checkout (with its own .venv) beside this one, taking turns. The
+`workers` column is each worker process's share of the server's CPU over the run (a worker left
+without connections shows as 0).
 """
 
 import argparse
@@ -33,6 +38,7 @@ from PIL import Image
 
 from bench.fuzz import bytes_elements
 from bench.load import multipart
+from bench.renderings import as_is, stretched
 from bench.servers import running_server
 from training.mnist import TEST_IMAGES, TEST_LABELS, read_idx
 
@@ -48,6 +54,7 @@ class Contender:
     env: dict[str, str]  # added to the environment
     ready_path: str  # answers 200 once the model is loaded
     routes: tuple[str, ...] = ("predict",)  # what it can be driven on (ROUTES' names)
+    checkout: Path = REPO_ROOT  # where it runs
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,14 @@ def ours(workers: int | None = None, threads: int | None = None) -> Contender:
     return Contender(name, (sys.executable, "-m", "app"), env, "/ready", (*ROUTE_NAMES, "read"))
 
 
+def other_checkout(path: Path) -> Contender:
+    """The service as another checkout has it (its own .venv and weights), defaults as ours."""
+    path = path.resolve()
+    env = {"S4_WEIGHTS": str(path / "weights" / "s4net.safetensors"), "MALLOC_ARENA_MAX": "2"}
+    python = str(path / ".venv" / "bin" / "python")
+    return Contender(path.name, (python, "-m", "app"), env, "/ready", ROUTE_NAMES, path)
+
+
 BASELINE = Contender(
     "baseline",
     (sys.executable, "-m", "uvicorn", "bench.baseline_server:app"),
@@ -126,12 +141,15 @@ def run_wrk(
     return result
 
 
-def prepare_digit(scratch: Path) -> tuple[Path, int]:
-    """The first MNIST test image as a PNG, and its label."""
-    image = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[0]
+UPLOADS = {"mnist": as_is, "stretched": stretched}  # how the digit is drawn (bench.renderings)
+
+
+def prepare_digit(scratch: Path, upload: str = "mnist") -> tuple[Path, int]:
+    """The first MNIST test image as a PNG, drawn as UPLOADS[upload] draws it, and its label."""
+    image = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[0].numpy()
     label = int(read_idx(MNIST_DIR / TEST_LABELS.name, TEST_LABELS)[0])
     path = scratch / "digit.png"
-    Image.fromarray(image.numpy()).save(path)
+    path.write_bytes(UPLOADS[upload](image, np.random.default_rng(0)))
     return path, label
 
 
@@ -151,6 +169,12 @@ def read_route(scratch: Path) -> Route:
     return Route("/read", "/read", content_type, body, "json", expect=f'"text":"{number}"')
 
 
+def worker_shares(before: list[float], after: list[float]) -> str:
+    """Each worker's share of the workers' CPU time between two readings, e.g. "52/48" (%)."""
+    used = [b - a for a, b in zip(before, after, strict=False)]
+    return "/".join(f"{100 * u / sum(used):.0f}" for u in used) if len(used) > 1 else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="per server and level")
@@ -164,30 +188,39 @@ def main() -> None:
         help="ours' routes, from predict, v2-uint8, v2-png, read",
     )
     parser.add_argument("--no-baseline", action="store_true", help="ours only")
+    parser.add_argument("--upload", choices=UPLOADS, default="mnist", help="the digit's PNG")
+    parser.add_argument(
+        "--versus", type=Path, action="append", default=[], help="also serve this checkout"
+    )
     args = parser.parse_args()
 
     if args.configs:
         servers = [ours(*map(int, config.split("x"))) for config in args.configs.split(",")]
     else:
         servers = [ours()] if args.no_baseline else [ours(), BASELINE]
+    servers += [other_checkout(path) for path in args.versus]
     levels = [int(level) for level in args.connections.split(",")]
     chosen = args.routes.split(",")
 
     with tempfile.TemporaryDirectory() as scratch:
-        image, digit = prepare_digit(Path(scratch))
+        image, digit = prepare_digit(Path(scratch), args.upload)
         pixels = read_idx(MNIST_DIR / TEST_IMAGES.name, TEST_IMAGES)[0].numpy()
         routes = make_routes(image.read_bytes(), pixels) | {"read": read_route(Path(scratch))}
         if not COMMITTED_WEIGHTS.exists():
             raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
         print(f"{len(os.sched_getaffinity(0))} CPUs, wrk -t1, {args.seconds} s per level")
         print(f"{'server':<18} {'route':<13} {'conns':>5} {'req/s':>7} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'bad':>4} {'CPU ms/req':>10} {'RSS MiB':>7}")  # fmt: skip
+              f"{'p99 ms':>7} {'bad':>4} {'CPU ms/req':>10} {'RSS MiB':>7} workers")  # fmt: skip
         rates: dict[tuple[str, str, int], float] = {}
         # All servers run side by side (an idle one costs no CPU) and take turns at each level
         # and route, so a drift in this shared machine's speed hits every contender alike.
         with ExitStack() as stack:
             running = [
-                stack.enter_context(running_server(server.env, server.command, server.ready_path))
+                stack.enter_context(
+                    running_server(
+                        server.env, server.command, server.ready_path, cwd=server.checkout
+                    )
+                )
                 for server in servers
             ]
             for level in levels:
@@ -198,13 +231,15 @@ def main() -> None:
                         # new batch size builds its kernels, which is start-up cost.
                         run_wrk(process.url, level, 2, route, digit, Path(scratch))
                         cpu_before = process.cpu_seconds()
+                        workers_before = process.worker_cpu_seconds()
                         r = run_wrk(process.url, level, args.seconds, route, digit, Path(scratch))
                         cpu_ms = (process.cpu_seconds() - cpu_before) * 1000.0 / r["requests"]
+                        shares = worker_shares(workers_before, process.worker_cpu_seconds())
                         rates[server.name, name, level] = r["rps"]
                         print(f"{server.name:<18} {route.label:<13} {level:>5} {r['rps']:>7,.0f} "
                               f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                               f"{r['bad'] + r['socket_errors']:>4} {cpu_ms:>10.3f} "
-                              f"{process.rss_mib():>7.0f}")  # fmt: skip
+                              f"{process.rss_mib():>7.0f} {shares}")  # fmt: skip
         for level in levels:
             ours_predict = rates.get(("s4digits", "predict", level))
             if ours_predict and ("baseline", "predict", level) in rates:

@@ -48,18 +48,31 @@ class Server:
                     total_kib += int(line.split()[1])
         return total_kib / 1024.0
 
+    def worker_cpu_seconds(self) -> list[float]:
+        """CPU time (user + system) of each worker process (the server's children but
+        multiprocessing's resource tracker), from /proc; empty for a single-process server."""
+        workers = []
+        for pid in self.pids()[1:]:
+            cmdline = Path(f"/proc/{pid}/cmdline")
+            if cmdline.exists() and b"resource_tracker" not in cmdline.read_bytes():
+                workers.append(process_cpu_seconds(pid))
+        return workers
+
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server and its worker processes have used, from /proc.
 
         Per request, it is the figure a shared machine's drifting speed disturbs least.
         """
-        ticks = 0
-        for pid in self.pids():
-            stat = Path(f"/proc/{pid}/stat")
-            if stat.exists():  # fields after the command name: utime and stime are 12th, 13th
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(process_cpu_seconds(pid) for pid in self.pids())
+
+
+def process_cpu_seconds(pid: str) -> float:
+    """One process's CPU time (user + system) from /proc; 0 once it has gone."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return 0.0
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # utime and stime: the 12th and 13th
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -74,10 +87,12 @@ def running_server(
     command: Sequence[str] = UVICORN_APP,
     ready_path: str = "/ready",
     ready_status: int = 200,
+    cwd: Path = REPO_ROOT,
 ) -> Iterator[Server]:
-    """``command`` (by default `uvicorn app.main:app`) on 127.0.0.1, ``env`` added to its
-    environment, the port given as S4_PORT (``python -m app``) and UVICORN_PORT (uvicorn's CLI),
-    and another free one as S4_GRPC_PORT (never the default 8001 another server may hold).
+    """``command`` (by default `uvicorn app.main:app`) on 127.0.0.1, run in ``cwd``, ``env``
+    added to its environment, the port given as S4_PORT (``python -m app``) and UVICORN_PORT
+    (uvicorn's CLI), and another free one as S4_GRPC_PORT (never the default 8001 another server
+    may hold).
 
     Yields once ``ready_path`` answers ``ready_status`` (503 for a server meant to refuse its
     weights). Any other answer fails at once: the app loads its model before it takes requests,
@@ -92,7 +107,7 @@ def running_server(
         log_path = Path(log.name)
         process = subprocess.Popen(
             list(command),
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env={**os.environ, **ports, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

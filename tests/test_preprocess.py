@@ -22,6 +22,7 @@ from app.pipeline.mnist_form import (
     ink_levels,
     is_light_background,
     is_mnist_form,
+    level_counts,
     median_level,
     scale_to_box,
     to_mnist_form,
@@ -142,7 +143,7 @@ def test_28x28_black_on_white_is_not_mnist_form(mnist_test_set):
 )
 def test_median_level_is_numpys_median(gray):
     """Odd and even pixel counts, any levels: the same value as np.median."""
-    assert median_level(gray) == float(np.median(gray))
+    assert median_level(level_counts(gray)) == float(np.median(gray))
 
 
 def test_ink_levels_invert_a_light_background_and_drop_paper_texture():
@@ -370,7 +371,7 @@ def test_prepared_image_reports_the_uploaded_size(encode_image):
     assert prepared.pixels.shape == (28, 28)
 
 
-# The libspng fast path for plain grayscale PNGs ----------------------------------------------
+# The OpenCV fast path for plain grayscale PNGs ----------------------------------------------
 # decode_gray_png must read exactly what decode_image + to_grayscale read, or decline (None).
 
 
@@ -400,7 +401,7 @@ def gray_png(pixels: np.ndarray, extras: set[str], compress_level: int) -> bytes
         options["transparency"] = int(pixels[0, 0])
     if "exif" in extras:
         exif = Image.Exif()
-        exif[0x0112] = 6  # rotate 90 degrees to show: Pillow turns it, libspng would not
+        exif[0x0112] = 6  # rotate 90 degrees to show: Pillow turns it, OpenCV would not
         options["exif"] = exif
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG", **options)

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 
 from app.artifacts.weights import card_path_for, save_weights
 from app.inference import Predictor
-from app.main import RequestTimeoutMiddleware, create_app
+from app.main import RequestMiddleware, create_app
+from app.metrics import Metrics
 from app.model import S4Net
 from app.settings import Settings
 
@@ -191,7 +192,9 @@ def answer(sent: list[dict]) -> tuple[int, dict, dict]:
 
 
 def test_a_body_trickling_in_is_cut_off_with_408_and_connection_close():
-    app = RequestTimeoutMiddleware(lambda *args: read_body_then(0, *args), timeout_s=0.2)
+    app = RequestMiddleware(
+        lambda *args: read_body_then(0, *args), metrics=Metrics(), timeout_s=0.2
+    )
     sent = asyncio.run(call_asgi(app, [b"x"] * 100, chunk_delay_s=0.05))
     status, headers, body = answer(sent)
     assert status == 408 and headers["connection"] == "close"
@@ -199,14 +202,19 @@ def test_a_body_trickling_in_is_cut_off_with_408_and_connection_close():
 
 
 def test_waiting_too_long_for_the_model_is_503_with_retry_after():
-    app = RequestTimeoutMiddleware(lambda *args: read_body_then(5, *args), timeout_s=0.2)
+    metrics = Metrics()
+    app = RequestMiddleware(lambda *args: read_body_then(5, *args), metrics=metrics, timeout_s=0.2)
     status, headers, body = answer(asyncio.run(call_asgi(app, [b"x"], chunk_delay_s=0)))
     assert status == 503 and headers["retry-after"] == "1"
     assert "S4_REQUEST_TIMEOUT_S" in body["detail"]
+    labels = {"method": "POST", "path": "<unmatched>", "status": "503"}
+    assert metrics.registry.get_sample_value("s4_http_requests_total", labels) == 1
 
 
 def test_a_request_within_the_limit_is_untouched():
-    app = RequestTimeoutMiddleware(lambda *args: read_body_then(0.05, *args), timeout_s=1)
+    app = RequestMiddleware(
+        lambda *args: read_body_then(0.05, *args), metrics=Metrics(), timeout_s=1
+    )
     sent = asyncio.run(call_asgi(app, [b"x", b"y"], chunk_delay_s=0.01))
     assert answer(sent)[0] == 200 and sent[1]["body"] == b"done"
 

@@ -1,14 +1,14 @@
 """Decode: an image file's bytes -> uint8 gray levels [height, width].
 
-Plain 8-bit grayscale PNGs (the common upload) are decoded by libspng; everything else by Pillow,
-which refuses oversized and corrupt files with an ImageRejected that names the problem.
+Plain 8-bit grayscale PNGs (the common upload) are decoded by OpenCV (libpng); everything else by
+Pillow, which refuses oversized and corrupt files with an ImageRejected that names the problem.
 """
 
 import struct
 from io import BytesIO
 
+import cv2
 import numpy as np
-from imagecodecs import spng_decode
 from PIL import Image, ImageOps
 
 from app.pipeline.errors import ImageRejected, ImageTooLarge, UnsupportedImage
@@ -25,12 +25,12 @@ SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 
 
 def decode_gray_png(data: bytes, max_pixels: int) -> np.ndarray | None:
-    """The gray levels of a plain 8-bit grayscale PNG, decoded by libspng; None for anything else.
+    """The gray levels of a plain 8-bit grayscale PNG, decoded by OpenCV; None for anything else.
 
     Plain: colour type 0 at 8 bits, not interlaced, within both pixel limits (ours and Pillow's
     bomb check), only PLAIN_PNG_CHUNKS, and nothing after IEND. For such a PNG, Pillow's mode "L"
     image holds the same levels (tests/test_preprocess.py holds the two to that, on generated
-    and on damaged files). Anything else, a file libspng refuses included, is None, never a
+    and on damaged files). Anything else, a file OpenCV refuses included, is None, never a
     rejection: decode_image then reads it, or says what is wrong with it.
     """
     if len(data) < PNG_HEADER_BYTES or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
@@ -49,11 +49,9 @@ def decode_gray_png(data: bytes, max_pixels: int) -> np.ndarray | None:
         offset += 12 + length
     if kind != b"IEND" or offset != len(data):  # IEND must be the last chunk, where the file ends
         return None
-    try:
-        gray = spng_decode(data)
-    except Exception:  # libspng's errors, and imagecodecs' own on bytes it cannot make sense of
-        return None
-    return gray if gray.shape == (height, width) and gray.dtype == np.uint8 else None
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # None if refused
+    ok = gray is not None and gray.shape == (height, width) and gray.dtype == np.uint8
+    return gray if ok else None
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:

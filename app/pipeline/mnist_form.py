@@ -8,6 +8,9 @@ anything else (a 28x28 digit cropped tight or stretched included) is brought to 
     (ink_levels -> ink_to_mnist_form: crop_to_ink -> scale_to_box -> center_by_mass)
 """
 
+import math
+
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -31,15 +34,20 @@ MIN_INK_CONTRAST = 32
 MIN_INK_PIXELS = 4
 
 
-def median_level(gray: np.ndarray) -> float:
-    """The median of ``gray``'s levels (at least one), equal to ``np.median(gray)``, from one
-    ``np.partition`` without np.median's argument handling (docs/decisions.md)."""
-    flat = gray.ravel()
-    middle = (flat.size - 1) // 2
-    if flat.size % 2:
-        return float(np.partition(flat, middle)[middle])
-    low, high = np.partition(flat, (middle, middle + 1))[middle : middle + 2]
-    return (float(low) + float(high)) / 2.0
+def level_counts(gray: np.ndarray) -> np.ndarray:
+    """How many pixels of uint8 ``gray`` have each level: int64 [256]. The median, the strongest
+    ink and the ink check all come from these counts, in one pass over the image."""
+    return np.bincount(gray.ravel(), minlength=256)
+
+
+def median_level(counts: np.ndarray) -> float:
+    """The median level of the pixels ``counts`` counts (at least one): ``np.median`` of them."""
+    cumulative = counts.cumsum()
+    middle = (int(cumulative[-1]) - 1) // 2
+    low = int(cumulative.searchsorted(middle, "right"))  # the level of the middle-th pixel
+    if cumulative[-1] % 2:
+        return float(low)
+    return (low + int(cumulative.searchsorted(middle + 1, "right"))) / 2.0
 
 
 def is_light_background(median: float) -> bool:
@@ -48,33 +56,42 @@ def is_light_background(median: float) -> bool:
     return median > 127.5
 
 
-def ink_levels(gray: np.ndarray) -> np.ndarray:
-    """Gray levels -> float ink levels in [0, 1]: 0 for background, 1 for the strongest ink.
+_LEVELS = np.arange(256, dtype=np.float32)
+
+
+def ink_levels(gray: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+    """Gray levels -> float32 ink levels in [0, 1]: 0 for background, 1 for the strongest ink.
 
     A light background is inverted first (black ink on white paper). The background level (the
     median) maps to 0 and the strongest ink to 1, which evens out grey paper and faint pencil;
     levels under NOISE_FLOOR become 0. Raises BlankImage when nothing stands out as ink.
+    ``counts`` is ``level_counts(gray)``, when the caller has it already. Every pixel of a level
+    gets the same ink level, so they are worked out once per level and looked up (cv2.LUT).
     """
-    ink = gray.astype(np.float32)
-    background = median_level(gray)
+    counts = level_counts(gray) if counts is None else counts
+    background = median_level(counts)
+    ink_counts = counts
     if is_light_background(background):
-        # Inverting the levels inverts their median: no second median (megapixel photos).
-        ink, background = 255.0 - ink, 255.0 - background
-    contrast = float(ink.max()) - background
-    check_ink(ink, background, contrast)
-    levels = np.clip((ink - background) / contrast, 0.0, 1.0)
+        # Ink is 255 - gray: the counts reversed, the median inverted.
+        ink_counts, background = counts[::-1], 255.0 - background
+    contrast = float(ink_counts.nonzero()[0][-1]) - background
+    check_ink(ink_counts, background, contrast)
+    levels = ((_LEVELS - background) / contrast).clip(0.0, 1.0)
     levels[levels < NOISE_FLOOR] = 0.0
-    return levels
+    lookup = levels[::-1].copy() if ink_counts is not counts else levels  # by gray level
+    return cv2.LUT(np.ascontiguousarray(gray), lookup).reshape(gray.shape)
 
 
-def check_ink(ink: np.ndarray, background: float, contrast: float) -> None:
-    """Raise BlankImage unless some ink stands out: enough contrast, more than a speck of it."""
+def check_ink(ink_counts: np.ndarray, background: float, contrast: float) -> None:
+    """Raise BlankImage unless some ink stands out: enough contrast, more than a speck of it.
+    ``ink_counts``: how many pixels have each ink level (0..255)."""
     if contrast < MIN_INK_CONTRAST:
         raise BlankImage(
             f"is blank: no ink stands out from the background (contrast {contrast:.0f} of 255); "
             "send a picture of one digit, dark on light or light on dark"
         )
-    if np.count_nonzero(ink >= background + 0.5 * contrast) < MIN_INK_PIXELS:
+    # Pixels at half the ink level or more; the threshold is a multiple of 0.25.
+    if int(ink_counts[math.ceil(background + 0.5 * contrast) :].sum()) < MIN_INK_PIXELS:
         raise BlankImage(
             "is nearly blank: only a speck of ink; send a picture of one digit, dark on light or "
             "light on dark"
@@ -83,9 +100,8 @@ def check_ink(ink: np.ndarray, background: float, contrast: float) -> None:
 
 def crop_to_ink(levels: np.ndarray) -> np.ndarray:
     """The smallest rectangle holding every non-zero level (the ink's bounding box)."""
-    rows = np.flatnonzero(levels.any(axis=1))
-    cols = np.flatnonzero(levels.any(axis=0))
-    return levels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    left, top, width, height = cv2.boundingRect((levels != 0).view(np.uint8))
+    return levels[top : top + height, left : left + width]
 
 
 def scale_to_box(levels: np.ndarray, box: int = MNIST_BOX) -> np.ndarray:
@@ -93,29 +109,33 @@ def scale_to_box(levels: np.ndarray, box: int = MNIST_BOX) -> np.ndarray:
 
     Lanczos resampling antialiases when shrinking, as MNIST's normalisation did. Shrinking thin
     strokes greys them out, so the result is stretched back to full-strength ink (MNIST digits
-    all reach 255).
+    all reach 255). The resampling is Pillow's, on float32 (OpenCV's Lanczos is another filter).
     """
     height, width = levels.shape
     scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(levels.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
-    scaled = np.clip(np.asarray(resized), 0.0, None)
-    return np.rint(255.0 * scaled / scaled.max()).astype(np.uint8)
+    floats = np.ascontiguousarray(levels, dtype=np.float32)
+    image = Image.frombuffer("F", (width, height), floats, "raw", "F", 0, 1)
+    resized = image.resize(size, Image.Resampling.LANCZOS)
+    scaled = np.maximum(np.frombuffer(resized.tobytes(), np.float32), 0.0).reshape(size[::-1])
+    peak = scaled.max()
+    scaled *= 255.0
+    scaled /= peak
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 def center_by_mass(digit: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
-    """Place ``digit`` in a size x size black frame with its centre of mass at MNIST's centre.
+    """Place uint8 ``digit`` in a size x size black frame with its centre of mass at MNIST's
+    centre.
 
     The shift is a whole number of pixels, as in MNIST, and clamped so no ink leaves the frame.
     """
     height, width = digit.shape
-    mass = digit.astype(np.float64)
-    total = mass.sum()
-    rows, cols = np.indices(digit.shape)
-    center_row = (rows * mass).sum() / total
-    center_col = (cols * mass).sum() / total
-    top = int(np.clip(round(MNIST_CENTER - center_row), 0, size - height))
-    left = int(np.clip(round(MNIST_CENTER - center_col), 0, size - width))
+    moments = cv2.moments(digit)  # integer sums for uint8 pixels: exact
+    center_row = moments["m01"] / moments["m00"]
+    center_col = moments["m10"] / moments["m00"]
+    top = min(max(round(MNIST_CENTER - center_row), 0), size - height)
+    left = min(max(round(MNIST_CENTER - center_col), 0), size - width)
     frame = np.zeros((size, size), dtype=np.uint8)
     frame[top : top + height, left : left + width] = digit
     return frame
@@ -133,7 +153,9 @@ def is_mnist_form(gray: np.ndarray, background: float | None = None) -> bool:
     """
     if gray.shape != (MNIST_SIZE, MNIST_SIZE):
         return False
-    if is_light_background(median_level(gray) if background is None else background):
+    if background is None:
+        background = median_level(level_counts(gray))
+    if is_light_background(background):
         return False
     # Levels are never negative, so a row or column holds ink exactly when its sum is not 0.
     row_mass = gray.sum(axis=1, dtype=np.int64)
@@ -161,12 +183,13 @@ def to_mnist_form(gray: np.ndarray) -> np.ndarray:
     so MNIST's own images give exactly the predictions of the tensor path; every other image is
     cropped to its ink, scaled into the 20x20 box and centred by mass, as MNIST was made.
     """
+    counts = level_counts(gray)
     if gray.shape == (MNIST_SIZE, MNIST_SIZE):
-        background = median_level(gray)
+        background = median_level(counts)
         if is_mnist_form(gray, background):
-            check_ink(gray, background, float(gray.max()) - background)
+            check_ink(counts, background, float(counts.nonzero()[0][-1]) - background)
             return gray
-    return ink_to_mnist_form(ink_levels(gray))
+    return ink_to_mnist_form(ink_levels(gray, counts))
 
 
 def ink_to_mnist_form(levels: np.ndarray) -> np.ndarray:
