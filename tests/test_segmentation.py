@@ -167,7 +167,8 @@ def test_a_clear_number_is_not_flagged_and_a_doubtful_one_is(digits, forward):
 
 
 def test_the_probability_grows_with_the_digits_confidence():
-    sure, unsure = np.array([-0.01, 12.0, -0.01, 0.1]), np.array([-2.0, 0.5, -1.5, 2.0])
+    # log(-sum of log p), log(margin), the oddest digit's shape cost
+    sure, unsure = np.array([np.log(0.01), np.log(12.0), 0.1]), np.array([np.log(2), 0.0, 2.0])
     assert 0.0 <= calibrated(unsure) < calibrated(sure) <= 1.0
 
 

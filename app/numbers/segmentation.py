@@ -92,11 +92,11 @@ TYPICAL_ASPECT = 0.7
 MIN_ASPECT, MAX_ASPECT = 0.5, 1.0
 # A path whose digit count differs from the best's by at least this score is no rival.
 MAX_MARGIN = 12.0
-# Calibration: probability = sigmoid(a + b * sum of log p(digit) + c * margin + d * min log p
-# + e * the oddest digit's shape cost (odd_shape)),
+# Calibration: probability = sigmoid(a + b * log(-sum of log p(digit)) + c * log(margin) + d *
+# the oddest digit's shape cost), the margin being to the best path with another digit count;
 # fitted on the holdout (bench/numbers.py --calibrate, fit_calibration); flagged below REVIEW_BELOW.
-CALIBRATION = (1.648, 18.74, 0.2295, -7.25, -0.02859)
-REVIEW_BELOW = 0.9876
+CALIBRATION = (-1.237, -0.6795, 0.7717, -0.08912)
+REVIEW_BELOW = 0.9661
 # Bounds on the work one picture may ask for.
 MAX_GROUPS = 40
 MAX_PIECES = 4 * MAX_GROUPS  # before pieces are merged
@@ -135,7 +135,7 @@ class NumberReading:
     probability: float  # calibrated: the chance the whole number is read right
     needs_review: bool  # probability < REVIEW_BELOW: a person should look
     digits: list[ReadDigit]
-    features: np.ndarray  # what the calibration reads: sum log p, margin, min log p, odd shape
+    features: np.ndarray  # what the calibration reads (see CALIBRATION)
 
 
 @dataclass(frozen=True)
@@ -563,7 +563,11 @@ def choose(segmentation: Segmentation, probabilities: np.ndarray) -> NumberReadi
         digits.append(ReadDigit(digit, float(row[digit]), segmentation.boxes[index], row))
     logs = confidence[list(path)]
     features = np.array(
-        [float(logs.sum()), float(margin), float(logs.min()), float(odd_shape[list(path)].max())]
+        [
+            float(np.log(1e-6 - logs.sum())),  # log of the digits' doubt, -log p(all digits)
+            float(np.log(1e-3 + margin)),
+            float(odd_shape[list(path)].max()),
+        ]
     )
     probability = calibrated(features)
     return NumberReading(
