@@ -190,7 +190,11 @@ class FileNumber:
         }
 
     def as_text(self) -> str:
-        return f"{self.file}: {self.answer['text']} (probability {self.answer['probability']:.4f})"
+        review = ", needs review" if self.answer["needs_review"] else ""
+        return (
+            f"{self.file}: {self.answer['text']} "
+            f"(probability {self.answer['probability']:.4f}{review})"
+        )
 
 
 def read_number_files(files: list[Path], settings) -> list[FileNumber]:

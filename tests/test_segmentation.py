@@ -1,7 +1,8 @@
 """app.numbers.segmentation: pictures of several digits -> candidate digits -> the number.
 
-The pure steps are tested on drawn shapes; read_number on real MNIST test digits with the
-committed weights (bench/numbers.py composes them; tests/test_numbers_bench.py runs its subset).
+The rules are tested on numbers written with real MNIST test digits (placed by the test, so each
+picture shows exactly the case it names) and read with the committed weights; the pure steps on
+drawn shapes. bench/numbers.py measures the rates; tests/test_numbers_bench.py runs its subset.
 """
 
 import numpy as np
@@ -11,20 +12,167 @@ from PIL import Image, ImageDraw
 from app.api.predict import status_code_of
 from app.artifacts.weights import load_weights
 from app.numbers.segmentation import (
-    MAX_CUT_WIDTH,
     MAX_GROUPS,
-    MIN_CUT_WIDTH,
-    Group,
+    REVIEW_BELOW,
     Segmentation,
     TooManyMarks,
+    calibrated,
     choose,
     read_number,
     segment,
 )
 from app.pipeline.errors import BlankImage
-from app.pipeline.mnist_form import ink_levels, ink_to_mnist_form
+from app.pipeline.mnist_form import crop_to_ink, ink_levels, ink_to_mnist_form
 from app.runtime.runtimes import OnnxRuntime
 from bench.numbers import compose
+
+
+@pytest.fixture(scope="module")
+def forward(reading_weights):
+    return OnnxRuntime(load_weights(reading_weights).tensors, threads=1)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test_set) -> dict[int, list[np.ndarray]]:
+    """The first MNIST test images of each digit, cropped to their ink (white on black)."""
+    images, labels = mnist_test_set
+    return {
+        d: [crop_to_ink(images[i]) for i in np.flatnonzero(labels == d)[:20]] for d in range(10)
+    }
+
+
+def write(
+    inks: list[np.ndarray],
+    gaps: list[int],
+    raise_by: list[int] | None = None,
+    scale: list[float] | None = None,
+) -> np.ndarray:
+    """Black-on-white picture of ``inks`` side by side: ``gaps`` px between neighbours' ink
+    (negative: they overlap), each digit's bottom ``raise_by`` px above the baseline, each
+    scaled by ``scale`` (2x MNIST's size to start with)."""
+    raise_by = raise_by or [0] * len(inks)
+    scale = scale or [1.0] * len(inks)
+    sized = [
+        np.asarray(Image.fromarray(ink).resize(
+            (max(1, round(ink.shape[1] * 2 * s)), round(ink.shape[0] * 2 * s)),
+            Image.Resampling.BILINEAR,
+        ))
+        for ink, s in zip(inks, scale, strict=True)
+    ]  # fmt: skip
+    tallest = max(ink.shape[0] + r for ink, r in zip(sized, raise_by, strict=True))
+    width = sum(ink.shape[1] for ink in sized) + sum(gaps) + 60
+    canvas = np.zeros((tallest + 60, width), dtype=np.uint8)
+    x = 30
+    for ink, up, gap in zip(sized, raise_by, [*gaps, 0], strict=True):
+        top = 30 + tallest - ink.shape[0] - up
+        region = canvas[top : top + ink.shape[0], x : x + ink.shape[1]]
+        np.maximum(region, ink, out=region)
+        x += ink.shape[1] + gap
+    return 255 - canvas
+
+
+def thinnest(inks: list[np.ndarray]) -> np.ndarray:
+    return min(inks, key=lambda ink: ink.shape[1] / ink.shape[0])
+
+
+# Never drop a digit ---------------------------------------------------------------------------
+
+
+def test_a_thin_1_between_wider_digits_is_a_digit(digits, forward):
+    one = thinnest(digits[1])
+    assert one.shape[1] <= 0.25 * one.shape[0]  # a single stroke
+    picture = write([digits[5][0], one, digits[9][0], digits[8][0]], [6, 6, 6])
+    assert read_number(picture, forward).text == "5198"
+
+
+def test_a_digit_0_6x_the_height_of_the_tallest_is_a_digit(digits, forward):
+    picture = write(
+        [digits[9][1], digits[3][0], digits[3][1], digits[9][2]], [6, 6, 6],
+        scale=[1.0, 1.0, 1.0, 0.6],
+    )  # fmt: skip
+    assert read_number(picture, forward).text == "9339"
+
+
+def test_a_digit_written_half_a_digit_higher_is_a_digit(digits, forward):
+    picture = write(
+        [digits[1][0], digits[1][2], digits[9][3], digits[8][1]], [8, 8, 8],
+        raise_by=[0, 0, 0, 0],
+    )  # fmt: skip
+    height = 2 * digits[9][3].shape[0]
+    raised = write(
+        [digits[1][0], digits[1][2], digits[9][3], digits[8][1]], [8, 8, 8],
+        raise_by=[0, 0, height // 2, 0],
+    )  # fmt: skip
+    assert read_number(picture, forward).text == read_number(raised, forward).text == "1198"
+
+
+@pytest.mark.parametrize("where", ["under", "across the top"])
+def test_a_stray_pen_stroke_off_the_line_is_dropped(digits, forward, where):
+    picture = write([digits[2][0], digits[0][0], digits[4][0], digits[7][0]], [8, 8, 8])
+    image = Image.fromarray(picture)
+    width, height = image.size
+    y = height - 18 if where == "under" else 12
+    ImageDraw.Draw(image).line((40, y, width - 40, y + 4), fill=0, width=3)
+    assert read_number(np.asarray(image), forward).text == "2047"
+
+
+# Touching and overlapping digits ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("gap", "case"), [(-4, "touching"), (-8, "overlapping")])
+def test_touching_and_overlapping_pairs_are_split_by_recognition(digits, forward, gap, case):
+    """A fixed draw (some pairs are still misread: bench/numbers.py measures the rate)."""
+    picture = write([digits[3][0], digits[5][1], digits[2][1], digits[6][0]], [8, gap, 8])
+    segmentation = segment(picture)
+    pixels = np.stack([candidate.pixels for candidate in segmentation.candidates])
+    probabilities = forward(pixels)
+    reading = choose(segmentation, probabilities)
+    assert reading.text == "3526", case
+    # The pair is one mark: it was cut into candidates, and the net's reading chose the cut.
+    assert len(segmentation.candidates) > 4
+    pair = [digit.box for digit in reading.digits[1:3]]
+    assert pair[0][0] < pair[1][0]
+
+
+def test_choose_is_the_best_path_of_log_probabilities_plus_priors():
+    """Positions 0-1-2: candidate 0 spans 0-2 (one wide mark), 1 and 2 its halves."""
+    segmentation = Segmentation(
+        input_size=(40, 20),
+        candidates=[],
+        boxes=[(0, 0, 40, 20), (0, 0, 16, 20), (20, 0, 16, 20)],
+        spans=[(0, 2), (0, 1), (1, 2)],
+        widths=[2.0, 0.9, 0.9],  # the whole is twice the writing's typical digit width
+        aspects=[2.0, 0.8, 0.8],
+        positions=3,
+    )
+    probabilities = np.full((3, 10), 1e-4, dtype=np.float32)
+    probabilities[0, 8] = probabilities[1, 3] = probabilities[2, 7] = 0.99
+    assert choose(segmentation, probabilities).text == "37"  # a wide 8 is two digits
+    narrow = Segmentation(**{**segmentation.__dict__, "widths": [1.0, 0.45, 0.45],
+                             "aspects": [0.8, 0.35, 0.35]})  # fmt: skip
+    assert choose(narrow, probabilities).text == "8"  # slivers of a digit are not a 3 and a 7
+
+
+# needs_review -------------------------------------------------------------------------------
+
+
+def test_a_clear_number_is_not_flagged_and_a_doubtful_one_is(digits, forward):
+    clear = read_number(write([digits[4][0], digits[0][1], digits[7][1]], [10, 10]), forward)
+    assert clear.text == "407" and not clear.needs_review
+    assert clear.probability >= REVIEW_BELOW
+    # Two digits written over each other: no reading of that is sure.
+    scrawl = write([digits[4][0], digits[8][0], digits[3][0]], [10, -20])
+    doubtful = read_number(scrawl, forward)
+    assert doubtful.needs_review and doubtful.probability < clear.probability
+
+
+def test_the_probability_grows_with_the_digits_confidence():
+    # log(-sum of log p), log(margin), the oddest digit's shape cost
+    sure, unsure = np.array([np.log(0.01), np.log(12.0), 0.1]), np.array([np.log(2), 0.0, 2.0])
+    assert 0.0 <= calibrated(unsure) < calibrated(sure) <= 1.0
+
+
+# The pure steps, on drawn shapes ------------------------------------------------------------
 
 
 def paper(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
@@ -44,23 +192,17 @@ def bar(draw: ImageDraw.ImageDraw, x: int, top: int, height: int = 60):
     draw.line((x, top, x, top + height), fill=0, width=6)
 
 
-def lone_spans(segmentation: Segmentation) -> list[tuple[int, int, int, int]]:
-    """The box of each group's whole candidate (groups that were not cut)."""
-    return [segmentation.boxes[group.spans[(0, 1)]] for group in segmentation.groups]
-
-
-def test_separate_digits_are_groups_left_to_right_with_boxes_in_picture_pixels():
+def test_separate_marks_are_candidates_left_to_right_with_boxes_in_picture_pixels():
     image, draw = paper(300, 100)
     ring(draw, 200, 20)
     bar(draw, 40, 20)
     ring(draw, 100, 20)
     segmentation = segment(pixels(image))
-    boxes = lone_spans(segmentation)
-    assert [x for x, *_ in boxes] == sorted(x for x, *_ in boxes)
-    assert len(boxes) == 3
-    for (x, y, _, height), left in zip(boxes, (37, 100, 200), strict=True):
+    lone = [box for box, span in zip(segmentation.boxes, segmentation.spans, strict=True)
+            if span[1] == span[0] + 1]  # fmt: skip
+    assert len(lone) == 3
+    for (x, y, _, height), left in zip(lone, (37, 100, 200), strict=True):
         assert abs(x - left) <= 3 and 17 <= y <= 20 and 55 <= height <= 67
-    assert all(len(group.cuts) == 2 for group in segmentation.groups)  # nothing to cut
 
 
 def test_ink_is_found_as_predict_finds_it_light_or_dark_background():
@@ -87,7 +229,7 @@ def test_specks_are_dropped_relative_to_the_writings_size(scale: int):
     ring(draw, 120 * scale, 20 * scale, 40 * scale, 60 * scale)
     for x, y in [(80, 50), (180, 30), (250, 60)]:  # dust, 4 px across at scale 1
         draw.ellipse((x * scale, y * scale, (x + 4) * scale, (y + 4) * scale), fill=0)
-    assert len(segment(pixels(image)).groups) == 2
+    assert segment(pixels(image)).positions == 3
 
 
 def test_pieces_of_one_digit_are_merged_by_horizontal_overlap():
@@ -99,34 +241,10 @@ def test_pieces_of_one_digit_are_merged_by_horizontal_overlap():
     # A 4 in two strokes: the down stroke crosses the open part's bar.
     draw.line((150, 20, 135, 65, 175, 65), fill=0, width=6)
     draw.line((165, 40, 165, 100), fill=0, width=6)
-    segmentation = segment(pixels(image))
-    assert len(segmentation.groups) == 2
-
-
-def test_a_stray_mark_off_the_line_is_not_a_digit():
-    image, draw = paper(300, 160)
-    ring(draw, 20, 50)
-    ring(draw, 120, 50)
-    draw.line((200, 10, 230, 20), fill=0, width=4)  # a pen slip far above the writing
-    assert len(segment(pixels(image)).groups) == 2
-
-
-def test_touching_digits_get_candidate_cuts_and_lone_ones_do_not():
-    image, draw = paper(300, 100)
-    ring(draw, 20, 20)
-    ring(draw, 57, 20)  # touches the first
-    ring(draw, 180, 20)
-    segmentation = segment(pixels(image))
-    touching, lone = segmentation.groups
-    assert len(touching.cuts) > 2 and len(lone.cuts) == 2
-    # Every span between two cuts is digit-sized; the pair is also read whole, to compare.
-    height = 66
-    last = len(touching.cuts) - 1
-    for (i, j), index in touching.spans.items():
-        width = touching.cuts[j] - touching.cuts[i]
-        assert (i, j) == (0, last) or MIN_CUT_WIDTH * height <= width <= MAX_CUT_WIDTH * height
-        assert segmentation.boxes[index][3] >= 0.6 * height
-    assert (0, last) in touching.spans
+    boxes = segment(pixels(image)).boxes
+    # Each digit is one candidate holding all its pieces (bar and body; both strokes).
+    assert any(x <= 40 and y <= 25 and x + w >= 78 and y + h >= 93 for x, y, w, h in boxes)
+    assert any(x <= 135 and y <= 22 and x + w >= 168 and y + h >= 100 for x, y, w, h in boxes)
 
 
 def test_too_many_marks_are_refused_with_what_to_send():
@@ -136,31 +254,6 @@ def test_too_many_marks_are_refused_with_what_to_send():
     with pytest.raises(TooManyMarks, match="one number") as refused:
         segment(pixels(image))
     assert status_code_of(refused.value) == 422
-
-
-def test_choose_keeps_the_cuts_the_net_is_most_confident_about():
-    box = (0, 0, 10, 10)
-    # One group, cuts at 0, 10, 20: read whole (candidate 0), or as two digits (1, 2).
-    segmentation = Segmentation(
-        input_size=(20, 10),
-        candidates=[],
-        boxes=[box] * 3,
-        groups=[Group((0, 10, 20), {(0, 2): 0, (0, 1): 1, (1, 2): 2})],
-    )
-    confident_pair = np.full((3, 10), 0.0, dtype=np.float32)
-    confident_pair[0, 8] = 0.55  # the whole reads as a shaky 8
-    confident_pair[1, 1] = confident_pair[2, 7] = 0.999
-    reading = choose(segmentation, confident_pair)
-    assert reading.text == "17"
-    assert reading.probability == pytest.approx(0.999 * 0.999)
-    confident_whole = confident_pair.copy()
-    confident_whole[0, 8], confident_whole[1, 1], confident_whole[2, 7] = 0.999, 0.6, 0.6
-    assert choose(segmentation, confident_whole).text == "8"
-
-
-@pytest.fixture(scope="module")
-def forward(reading_weights):
-    return OnnxRuntime(load_weights(reading_weights).tensors, threads=1)
 
 
 @pytest.mark.parametrize("paper_style", [False, True], ids=["white-on-black", "black-on-white"])
@@ -173,7 +266,7 @@ def test_mnist_test_digits_composed_into_a_number_are_read(mnist_test_set, forwa
         picture = 255 - picture
     reading = read_number(picture, forward)
     assert reading.text == sample.text
-    assert reading.probability == pytest.approx(np.prod([d.probability for d in reading.digits]))
+    assert 0.0 <= reading.probability <= 1.0
     lefts = [digit.box[0] for digit in reading.digits]
     assert lefts == sorted(lefts)
     for digit in reading.digits:

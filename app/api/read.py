@@ -3,8 +3,8 @@
 Same inputs, limits and errors as /predict: the same pipeline steps (app.read_uploads,
 decode), its domain errors answered by the app's one handler for them. Per request: decode and
 segment every picture in a worker thread (app.numbers.segmentation.segment_upload), send every
-candidate digit of every picture to the shared batcher in one call, then keep each picture's
-most confident cuts (app.numbers.segmentation.choose).
+candidate digit of every picture to the shared batcher in one call, then choose each picture's
+best path of candidates (app.numbers.segmentation.choose).
 """
 
 import orjson
@@ -50,8 +50,9 @@ async def read_numbers(request: Request) -> Response:
     limits and errors as `/predict`.
 
     Each picture's digits are found (separate, in pieces, or touching), read left to right, and
-    answered with the number, its probability (the product of its digits') and each digit's
-    box in the picture's pixels and ten probabilities. A picture with no ink is a 422.
+    answered with the number, its calibrated probability, whether a person should review it
+    (`needs_review`), and each digit's box in the picture's pixels and ten probabilities. A
+    picture with no ink is a 422.
     """
     state = request.app.state
     settings = state.settings

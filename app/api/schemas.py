@@ -130,7 +130,16 @@ class NumberReading(BaseModel):
     index: int = Field(description="Position of the picture in the request (0-based).")
     filename: str | None = Field(description="The upload's filename, if it had one.")
     text: str = Field(description="The number's digits, left to right.")
-    probability: float = Field(ge=0, le=1, description="The product of the digits' probabilities.")
+    probability: float = Field(
+        ge=0,
+        le=1,
+        description="Calibrated probability that the whole number is read right (every digit, "
+        "and no digit missing or extra).",
+    )
+    needs_review: bool = Field(
+        description="True when the reading is uncertain enough that a person should check it: "
+        "numbers not flagged are read right at least 99.5 % of the time on the project's bench."
+    )
     digits: list[NumberDigit] = Field(description="Each digit, left to right.")
     input_size: tuple[int, int] = Field(description="[width, height] of the uploaded picture.")
 
@@ -144,7 +153,8 @@ class ReadResponse(BaseModel):
                         "index": 0,
                         "filename": "meter.png",
                         "text": "42",
-                        "probability": 0.998,
+                        "probability": 0.995,
+                        "needs_review": False,
                         "digits": [
                             {"digit": 4, "probability": 0.999, "box": [12, 10, 30, 52],
                              "probabilities": [0, 0, 0, 0, 0.999, 0, 0, 0, 0.001, 0]},

@@ -285,7 +285,8 @@ function showNumber(number) {
   numberMessage.hidden = true;
   document.getElementById("number-text").textContent = number.text;
   numberStatus.textContent =
-    `Read your drawing as ${number.text}, probability ${percent(number.probability)}.`;
+    `Read your drawing as ${number.text}, probability ${percent(number.probability)}.` +
+    (number.needs_review ? " Not sure: please check it." : "");
   numberList.replaceChildren();
   numberDigits.forEach((digit, index) => {
     const item = document.createElement("li");
