@@ -2,6 +2,7 @@
 
 import io
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -23,6 +24,11 @@ SHARED_DIR = Path(os.environ.get("S4_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SPEC_PATH = SHARED_DIR / "spec" / "s4-net.md"
 MNIST_DIR = Path(os.environ.get("S4_DATA_DIR", SHARED_DIR / "data" / "mnist"))
 COMMITTED_WEIGHTS = REPO_ROOT / "weights" / "s4net.safetensors"
+# Every app and server the tests start keeps its corrections (POST /feedback) in a throw-away
+# SQLite file, not in the checkout's data/; tests of the database itself choose their own.
+os.environ.setdefault(
+    "S4_DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='s4-feedback-')}/feedback.db"
+)
 
 
 @pytest.fixture(scope="session")
