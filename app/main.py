@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import admin, health, model_card, page, predict, prometheus, read, v2
+from app.api import admin, feedback, health, model_card, page, predict, prometheus, read, v2
 from app.api.schemas import errors_as_text
 from app.inference import Predictor
 from app.metrics import Metrics, RequestTelemetryMiddleware, configure_request_log
@@ -28,6 +28,7 @@ Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on 
 * `POST /read` — whole numbers: each picture's digits, left to right, with their boxes.
 * `POST /v2/models/s4net/infer` — the Open Inference Protocol (KServe v2, Triton's HTTP
   protocol), with its metadata and health routes under `/v2`.
+* `POST /feedback` — tell the service what a picture really shows; `GET /feedback/stats`.
 * `GET /model` — the layer summary (the network's contract) and the served weights' card.
 * `GET /health`, `GET /ready` — liveness and readiness.
 * `GET /metrics` — Prometheus metrics.
@@ -118,12 +119,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher.start()
         app.state.predictor = predictor
         app.state.batcher = batcher
+        if settings.feedback:
+            await feedback.start(app, settings)  # the corrections' database, migrated
         # Everything allocated so far (torch, the model, the app) lives as long as the process.
         # Frozen, it is left out of the garbage collector's full passes, which otherwise stall
         # the event loop for over 100 ms every so often under load.
         gc.freeze()
         yield
         await batcher.stop()
+        if settings.feedback:
+            await feedback.stop(app)
 
     # Outermost first: telemetry sees every answer, CORS headers reach the time limit's answers.
     middleware = [Middleware(RequestTelemetryMiddleware, metrics=service_metrics)]
@@ -163,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prometheus.router)
     app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
     app.include_router(v2.router)  # /v2/...: Triton and KServe clients
+    if settings.feedback:
+        app.include_router(feedback.router)  # POST /feedback, GET /feedback/stats
     if settings.admin_token:
         app.include_router(admin.router)
     return app

@@ -76,6 +76,16 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "s4_feedback",
+            "Corrected digits stored by POST /feedback, by whether the served weights read them "
+            "as meant.",
+            ["agreed"],
+            registry=self.registry,
+        )
+        self._feedback_counters = {
+            agreed: self.feedback.labels(agreed=str(agreed).lower()) for agreed in (True, False)
+        }
         self.model_load_seconds = Gauge(
             "s4_model_load_seconds",
             "Time to load, verify and warm up the weights at start-up.",
@@ -93,6 +103,11 @@ class Metrics:
         self.numbers_read.inc(len(lengths))
         for length in lengths:
             self.number_digits.observe(length)
+
+    def record_feedback(self, agreed: list[bool]) -> None:
+        """One correction's newly stored digits, each read as meant or not."""
+        for each in agreed:
+            self._feedback_counters[each].inc()
 
     def record_request(self, method: str, path: str, status: int, seconds: float) -> None:
         key = (method, path, status)

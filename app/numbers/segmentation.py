@@ -100,6 +100,7 @@ class ReadDigit:
     probability: float
     box: Box
     probabilities: np.ndarray  # float32 [10]
+    candidate: int  # its index in Segmentation.candidates (its MNIST-form pixels)
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,8 @@ def choose(segmentation: Segmentation, probabilities: np.ndarray) -> NumberReadi
         for index in best[last][1] if last in best else []:
             row = probabilities[index]
             digit = int(row.argmax())
-            digits.append(ReadDigit(digit, float(row[digit]), segmentation.boxes[index], row))
+            box = segmentation.boxes[index]
+            digits.append(ReadDigit(digit, float(row[digit]), box, row, index))
     return NumberReading(
         text="".join(str(digit.digit) for digit in digits),
         probability=float(np.prod([digit.probability for digit in digits])),
