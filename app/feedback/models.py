@@ -1,37 +1,29 @@
-"""The one table: a corrected digit, as the net reads it (MNIST form), with its label."""
+"""The one table: a corrected digit, as the net reads it (MNIST form), with its label.
 
-from datetime import datetime
+One row per digit someone said the service should read as ``label``: ``sha256`` is of the
+picture's original bytes and ``position`` the digit's place in it (0 for a single digit; left to
+right in a number), so the same picture and label sent twice is one row (the unique constraint;
+writers insert-or-ignore). SQLAlchemy Core, not the ORM: the ORM would cost every worker 6 MB.
+"""
 
-from sqlalchemy import DateTime, Index, LargeBinary, SmallInteger, String, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+import sqlalchemy as sa
 
+metadata = sa.MetaData()
 
-class Base(DeclarativeBase):
-    pass
-
-
-class Correction(Base):
-    """One digit someone said the service should read as ``label``.
-
-    ``sha256`` is of the picture's original bytes and ``position`` the digit's place in it (0 for
-    a single digit; left to right in a number), so the same picture and label sent twice is one
-    row (the unique constraint; writers insert-or-ignore).
-    """
-
-    __tablename__ = "corrections"
-    __table_args__ = (
-        UniqueConstraint("sha256", "position", "label", name="uq_corrections_picture_label"),
-        Index("ix_corrections_created_at", "created_at"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    sha256: Mapped[str] = mapped_column(String(64))
-    position: Mapped[int] = mapped_column(SmallInteger)
-    label: Mapped[int] = mapped_column(SmallInteger)
-    read_as: Mapped[int] = mapped_column(SmallInteger)  # what the served weights read
-    predicted: Mapped[int | None] = mapped_column(SmallInteger)  # what the client says it was told
-    weights_sha256: Mapped[str] = mapped_column(String(64))
-    source: Mapped[str | None] = mapped_column(String(64))
-    pixels: Mapped[bytes] = mapped_column(LargeBinary)  # 784 bytes: uint8 [28, 28], MNIST form
-    original: Mapped[bytes | None] = mapped_column(LargeBinary)  # S4_FEEDBACK_KEEP_ORIGINALS
+corrections = sa.Table(
+    "corrections",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("position", sa.SmallInteger, nullable=False),
+    sa.Column("label", sa.SmallInteger, nullable=False),
+    sa.Column("read_as", sa.SmallInteger, nullable=False),  # what the served weights read
+    sa.Column("predicted", sa.SmallInteger),  # what the client says it was told
+    sa.Column("weights_sha256", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(64)),
+    sa.Column("pixels", sa.LargeBinary, nullable=False),  # 784 bytes: uint8 [28, 28], MNIST form
+    sa.Column("original", sa.LargeBinary),  # only with S4_FEEDBACK_KEEP_ORIGINALS
+    sa.UniqueConstraint("sha256", "position", "label", name="uq_corrections_picture_label"),
+    sa.Index("ix_corrections_created_at", "created_at"),
+)

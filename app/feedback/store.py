@@ -12,20 +12,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 
-from app.feedback.models import Correction
+from app.feedback.models import corrections
 
 DEFAULT_URL = "sqlite:///data/feedback.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration in MIGRATIONS: a database already there needs no Alembic (+9 MB per worker).
+HEAD_REVISION = "0001"
 # Any number, the same in every process: PostgreSQL's lock that serialises concurrent migrations.
 MIGRATION_LOCK = 27_0001
 # How long a SQLite writer waits for another process's write to finish before failing.
 SQLITE_BUSY_TIMEOUT_S = 30.0
-TABLE = Correction.__table__
+TABLE = corrections
 UNIQUE_KEY = ("sha256", "position", "label")
 
 
@@ -98,6 +98,13 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def schema_revision(connection: sa.Connection) -> str | None:
+    """The migration the database is at (Alembic's record of it); None before the first."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
 class FeedbackStore:
     def __init__(self, url: str):
         self.engine = create_store_engine(url)
@@ -109,12 +116,17 @@ class FeedbackStore:
     def upgrade(self) -> None:
         """Bring the schema to the newest migration; safe when several processes start at once
         (SQLite: the write lock taken at BEGIN; PostgreSQL: an advisory lock)."""
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
             if self.dialect == "postgresql":
                 lock = sa.text("SELECT pg_advisory_xact_lock(:key)")
                 connection.execute(lock, {"key": MIGRATION_LOCK})
+            if schema_revision(connection) == HEAD_REVISION:
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

@@ -8,10 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from app.feedback.idx import read_idx_pair, write_idx
 from app.feedback.split import digits_sha256, is_held_out, split_feedback
-from app.feedback.store import TABLE, DatabaseError, FeedbackStore, NewCorrection
+from app.feedback.store import (
+    HEAD_REVISION,
+    MIGRATIONS,
+    TABLE,
+    DatabaseError,
+    FeedbackStore,
+    NewCorrection,
+)
 
 
 def correction(sha256="a" * 64, position=0, label=7, read_as=1, pixels=None) -> NewCorrection:
@@ -38,6 +47,12 @@ def test_migrations_create_the_table_and_rerun_as_a_no_op(database_url):
     store.close()
     assert version == "0001"
     assert {"sha256", "position", "label", "read_as", "weights_sha256", "pixels"} <= columns
+
+
+def test_head_revision_names_the_newest_migration():
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
 
 
 def test_the_same_picture_and_label_is_stored_once(store):
