@@ -173,6 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)  # /v2/...: Triton and KServe clients
     if feedback:
         app.include_router(feedback.router)  # POST /feedback, GET /feedback/stats
+        if settings.admin_token:
+            app.include_router(feedback.admin_router)  # GET /admin/feedback/export
     if settings.admin_token:
         app.include_router(admin.router)
     return app

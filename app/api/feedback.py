@@ -8,8 +8,11 @@ S4_FEEDBACK_KEEP_ORIGINALS. Database calls run in worker threads, never on the e
 
 import asyncio
 import hashlib
+import io
 import logging
 import re
+import tarfile
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -22,10 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from app.api.admin import bearer_token, check_bearer_token
+from app.api.admin import bearer_token, check_bearer_token, require_admin_token
 from app.api.dependencies import get_app_settings
 from app.api.read import check_candidate_count
 from app.api.schemas import error_responses
+from app.feedback.idx import IMAGES_FILE, LABELS_FILE, idx_images, idx_labels
 from app.feedback.store import FeedbackStore, NewCorrection, display_url
 from app.numbers.segmentation import MAX_GROUPS, choose, segment_upload
 from app.pipeline.batcher import check_ready
@@ -284,6 +288,48 @@ async def feedback_stats(request: Request) -> FeedbackStats:
         raise HTTPException(
             503, "the corrections database is unavailable; retry shortly", {"Retry-After": "5"}
         ) from None
+
+
+# Mounted only when S4_ADMIN_TOKEN is set, as /admin/reload.
+admin_router = APIRouter(
+    prefix="/admin/feedback", tags=["admin"], dependencies=[Depends(require_admin_token)]
+)
+
+
+def idx_tar(store: FeedbackStore) -> bytes:
+    """Every stored digit as MNIST's IDX files, in one tar archive."""
+    digits = store.digits()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in ((IMAGES_FILE, idx_images(digits)), (LABELS_FILE, idx_labels(digits))):
+            member = tarfile.TarInfo(name)
+            member.size, member.mtime, member.mode = len(data), int(time.time()), 0o644
+            tar.addfile(member, io.BytesIO(data))
+    return archive.getvalue()
+
+
+@admin_router.get(
+    "/export",
+    summary="Every correction as MNIST IDX files (a tar archive)",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/x-tar": {}}, "description": "The two IDX files."},
+        **error_responses(s401="No bearer token.", s403="Wrong token."),
+    },
+)
+async def export_feedback(request: Request) -> Response:
+    """feedback-images-idx3-ubyte and feedback-labels-idx1-ubyte, as `s4digits feedback export`
+    writes them from the database directly; any MNIST reader takes them."""
+    try:
+        data = await run_in_threadpool(idx_tar, request.app.state.feedback_store)
+    except SQLAlchemyError:
+        raise HTTPException(
+            503, "the corrections database is unavailable; retry shortly", {"Retry-After": "5"}
+        ) from None
+    disposition = 'attachment; filename="feedback-idx.tar"'
+    return Response(
+        data, media_type="application/x-tar", headers={"Content-Disposition": disposition}
+    )
 
 
 async def start(app: FastAPI, settings: Settings) -> None:

@@ -2,7 +2,9 @@
 what is stored, repeats, numbers, every refusal, the token, `off`, the metric, retention."""
 
 import hashlib
+import io
 import logging
+import tarfile
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from app.feedback.idx import read_idx_pair
 from app.feedback.store import TABLE, FeedbackStore, NewCorrection
 from app.main import create_app
 from app.settings import Settings
@@ -245,3 +248,21 @@ def test_retention_deletes_old_corrections_at_start_up(app_settings, database_ur
         while len(rows()) != 1 and time.monotonic() < deadline:
             time.sleep(0.05)
     assert [row["sha256"] for row in rows()] == ["b" * 64]
+
+
+def test_the_http_export_needs_the_admin_token(app_settings, seven, tmp_path):
+    with TestClient(create_app(app_settings())) as client:
+        assert client.get("/admin/feedback/export").status_code == 404  # no admin token set
+    with TestClient(create_app(app_settings(admin_token="adm1n"))) as client:
+        client.post("/feedback", files=part(seven), data={"digit": "1"})
+        assert client.get("/admin/feedback/export").status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.get("/admin/feedback/export", headers=wrong).status_code == 403
+        right = {"Authorization": "Bearer adm1n"}
+        response = client.get("/admin/feedback/export", headers=right)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-tar"
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    pixels, labels = read_idx_pair(tmp_path)
+    assert labels.tolist() == [1] and pixels.shape == (1, 28, 28)
