@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from app.feedback.split import as_arrays, digits_sha256, split_feedback
-from app.feedback.store import DatabaseError, FeedbackStore, display_url
+from app.feedback.store import DatabaseError, display_url, stored_digits
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,10 @@ def tensors(arrays: tuple) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_feedback(database_url: str, seed: int) -> Feedback:
     """Every correction stored so far, split by ``seed``; exits saying why if there are none."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
-        store = FeedbackStore(database_url)
-        store.upgrade()
-        digits = store.digits()
-        store.close()
-    except (DatabaseError, SQLAlchemyError) as exc:
-        sys.exit(f"--feedback {display_url(database_url)}: {exc}")
+        digits = stored_digits(database_url)
+    except DatabaseError as exc:
+        sys.exit(f"--feedback: {exc}")
     split = split_feedback(digits, seed)
     if not split.train or not split.held_out:
         sys.exit(

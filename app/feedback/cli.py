@@ -63,44 +63,31 @@ def database_url(args: argparse.Namespace) -> str:
 
 
 def upgrade(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from app.feedback.store import DatabaseError, FeedbackStore, display_url
+    from app.feedback.store import DatabaseError, display_url, migrate
 
     url = database_url(args)
     try:
-        store = FeedbackStore(url)
-        store.upgrade()
-        count = store.count()
-        store.close()
-    except (DatabaseError, SQLAlchemyError) as exc:
-        return fail(f"cannot migrate {display_url(url)}: {exc}")
+        count = migrate(url)
+    except DatabaseError as exc:
+        return fail(f"cannot migrate: {exc}")
     print(f"{display_url(url)}: schema up to date, {count} corrections")
     return 0
 
 
 def export(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from app.feedback.idx import write_idx
-    from app.feedback.store import DatabaseError, FeedbackStore, display_url
+    from app.feedback.store import DatabaseError, stored_digits
 
-    url = database_url(args)
     try:
-        store = FeedbackStore(url)
-        store.upgrade()
-        digits = store.digits()
-        store.close()
-    except (DatabaseError, SQLAlchemyError) as exc:
-        return fail(f"cannot read {display_url(url)}: {exc}")
+        digits = stored_digits(database_url(args))
+    except DatabaseError as exc:
+        return fail(f"cannot read: {exc}")
     paths = write_idx(args.dir, digits)
     print(f"wrote {len(digits)} digits: {', '.join(str(path) for path in paths)}")
     return 0
 
 
 def promote(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from app.feedback.promote import PromotionError
     from app.feedback.promote import promote as judge
     from app.feedback.store import DatabaseError
@@ -115,7 +102,7 @@ def promote(args: argparse.Namespace) -> int:
         )
         served = args.weights or Settings().weights
         verdict = judge(args.candidate, served, database_url(args), mnist)
-    except (PromotionError, MnistError, DatabaseError, SQLAlchemyError) as exc:
+    except (PromotionError, MnistError, DatabaseError) as exc:
         return fail(f"not promoted: {exc}")
     print("\n".join(verdict.report))
     return 0 if verdict.promoted else 1

@@ -10,7 +10,7 @@ import numpy as np
 
 from app.artifacts.weights import WeightsError, atomic_write_bytes, card_path_for, load_weights
 from app.feedback.split import as_arrays, digits_sha256, split_feedback
-from app.feedback.store import FeedbackStore
+from app.feedback.store import stored_digits
 
 MNIST_TOLERANCE = 0.05  # percentage points
 WEIGHTS_FILE = "s4net.safetensors"
@@ -61,11 +61,7 @@ def held_out_feedback(card: dict, database_url: str) -> tuple[np.ndarray, np.nda
             "the candidate was not trained with --feedback: nothing shows that it reads the "
             "corrections better; train with `python -m training --feedback DATABASE_URL`"
         )
-    store = FeedbackStore(database_url)
-    try:
-        digits = store.digits(up_to_id=record["up_to_id"])
-    finally:
-        store.close()
+    digits = stored_digits(database_url, up_to_id=record["up_to_id"])
     held_out = split_feedback(digits, record["seed"]).held_out
     if not held_out or digits_sha256(held_out) != record["held_out_sha256"]:
         raise PromotionError(

@@ -105,6 +105,28 @@ def schema_revision(connection: sa.Connection) -> str | None:
     return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def stored_digits(url: str, up_to_id: int | None = None) -> list[StoredDigit]:
+    """Every digit stored at ``url`` (schema brought up to date first); DatabaseError says why
+    the database cannot be read."""
+    return _with_store(url, lambda store: store.digits(up_to_id))
+
+
+def migrate(url: str) -> int:
+    """Bring the schema at ``url`` up to date; how many corrections it holds."""
+    return _with_store(url, lambda store: store.count())
+
+
+def _with_store(url: str, read):
+    store = FeedbackStore(url)
+    try:
+        store.upgrade()
+        return read(store)
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseError(f"{display_url(url)}: {exc}") from None
+    finally:
+        store.close()
+
+
 class FeedbackStore:
     def __init__(self, url: str):
         self.engine = create_store_engine(url)
