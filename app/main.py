@@ -172,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(page.router)  # GET / and /static/: the draw-a-digit page
     app.include_router(v2.router)  # /v2/...: Triton and KServe clients
     if feedback:
-        app.include_router(feedback.router)  # POST /feedback, GET /feedback/stats
+        app.include_router(feedback.router_for(settings))  # POST /feedback, /feedback/stats
         if settings.admin_token:
             app.include_router(feedback.admin_router)  # GET /admin/feedback/export
     if settings.admin_token:

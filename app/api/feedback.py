@@ -137,8 +137,18 @@ async def require_feedback_token(
     settings: Annotated[Settings, Depends(get_app_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_token)],
 ) -> None:
-    if settings.feedback_token is not None and settings.feedback_token.get_secret_value():
-        check_bearer_token(credentials, settings.feedback_token, "feedback", "S4_FEEDBACK_TOKEN")
+    check_bearer_token(credentials, settings.feedback_token, "feedback", "S4_FEEDBACK_TOKEN")
+
+
+def router_for(settings: Settings) -> APIRouter:
+    """POST /feedback, which needs a bearer token (and says so in OpenAPI) only when
+    S4_FEEDBACK_TOKEN is set, and GET /feedback/stats, public."""
+    token = settings.feedback_token
+    guard = [Depends(require_feedback_token)] if token and token.get_secret_value() else []
+    routes = APIRouter()
+    routes.include_router(router, dependencies=guard)
+    routes.include_router(stats_router)
+    return routes
 
 
 class FeedbackResponse(BaseModel):
@@ -201,7 +211,6 @@ router = APIRouter(tags=["feedback"])
     status_code=201,
     response_model=FeedbackResponse,
     summary="Tell the service what a picture really shows",
-    dependencies=[Depends(require_feedback_token)],
     responses=error_responses(
         s400="Malformed multipart body.",
         s401="S4_FEEDBACK_TOKEN is set and no bearer token was sent.",
@@ -278,7 +287,12 @@ async def post_feedback(request: Request) -> Response:
     return Response(orjson.dumps(answer), status_code=201, media_type="application/json")
 
 
-@router.get("/feedback/stats", response_model=FeedbackStats, summary="What the corrections show")
+stats_router = APIRouter(tags=["feedback"])
+
+
+@stats_router.get(
+    "/feedback/stats", response_model=FeedbackStats, summary="What the corrections show"
+)
 async def feedback_stats(request: Request) -> FeedbackStats:
     """Counts only (no pictures): corrections stored, how often each served weights version
     read them as meant, and the confusion between the digit meant and the digit read."""
