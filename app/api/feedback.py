@@ -44,6 +44,12 @@ SOURCE = re.compile(r"[ -~]{1,64}")  # printable ASCII, as short as a tag
 RETENTION_EVERY_S = 3600.0
 
 
+def database_unavailable() -> HTTPException:
+    return HTTPException(
+        503, "the corrections database is unavailable; retry shortly", {"Retry-After": "5"}
+    )
+
+
 class InvalidCorrection(PipelineError):
     """The label (or another field) is missing or unusable; a 422 that says what to send."""
 
@@ -271,9 +277,7 @@ async def post_feedback(request: Request) -> Response:
         stored = await run_in_threadpool(state.feedback_store.add, records)
     except SQLAlchemyError as exc:
         LOG.error("feedback: the database refused a write: %s", type(exc).__name__)
-        raise HTTPException(
-            503, "the corrections database is unavailable; retry shortly", {"Retry-After": "5"}
-        ) from None
+        raise database_unavailable() from None
     state.metrics.record_feedback(
         [r.read_as == r.label for r, (_, new) in zip(records, stored, strict=True) if new]
     )
@@ -299,9 +303,7 @@ async def feedback_stats(request: Request) -> FeedbackStats:
     try:
         return FeedbackStats(**await run_in_threadpool(request.app.state.feedback_store.stats))
     except SQLAlchemyError:
-        raise HTTPException(
-            503, "the corrections database is unavailable; retry shortly", {"Retry-After": "5"}
-        ) from None
+        raise database_unavailable() from None
 
 
 # Mounted only when S4_ADMIN_TOKEN is set, as /admin/reload.
@@ -337,9 +339,7 @@ async def export_feedback(request: Request) -> Response:
     try:
         data = await run_in_threadpool(idx_tar, request.app.state.feedback_store)
     except SQLAlchemyError:
-        raise HTTPException(
-            503, "the corrections database is unavailable; retry shortly", {"Retry-After": "5"}
-        ) from None
+        raise database_unavailable() from None
     disposition = 'attachment; filename="feedback-idx.tar"'
     return Response(
         data, media_type="application/x-tar", headers={"Content-Disposition": disposition}

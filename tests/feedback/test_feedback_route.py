@@ -266,3 +266,16 @@ def test_the_http_export_needs_the_admin_token(app_settings, seven, tmp_path):
         tar.extractall(tmp_path, filter="data")
     pixels, labels = read_idx_pair(tmp_path)
     assert labels.tolist() == [1] and pixels.shape == (1, 28, 28)
+
+
+def test_a_database_gone_after_start_up_is_a_503_not_a_500(reading_weights, tmp_path, seven):
+    settings = Settings(weights=reading_weights, database_url=f"sqlite:///{tmp_path}/f.db")
+    with TestClient(create_app(settings)) as client:
+        client.app.state.feedback_store.close()
+        # A server that is not there: every connection is refused.
+        client.app.state.feedback_store = FeedbackStore("postgresql+psycopg://s4@127.0.0.1:1/x")
+        posted = client.post("/feedback", files=part(seven), data={"digit": "7"})
+        stats = client.get("/feedback/stats")
+    for response in (posted, stats):
+        assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+        assert "database is unavailable" in response.json()["detail"]
