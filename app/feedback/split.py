@@ -34,6 +34,9 @@ class FeedbackSplit:
 
 
 def split_feedback(digits: list[StoredDigit], seed: int) -> FeedbackSplit:
+    """Each side in the order of its digits' keys, not of their ids: concurrent writers store
+    the same corrections in any order, and training on them must not depend on it."""
+    digits = sorted(digits, key=lambda d: (d.sha256, d.position, d.label))
     held_out = [d for d in digits if is_held_out(d.sha256, seed)]
     train = [d for d in digits if not is_held_out(d.sha256, seed)]
     return FeedbackSplit(train, held_out, max((d.id for d in digits), default=None))

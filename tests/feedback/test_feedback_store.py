@@ -119,6 +119,7 @@ def test_the_held_out_fifth_is_seeded_stable_and_keeps_a_picture_together(store)
     held = {d.sha256 for d in split.held_out}
     assert held.isdisjoint(d.sha256 for d in split.train)
     assert split_feedback(digits, seed=0) == split  # the same seed, the same split
+    assert split_feedback(digits[::-1], seed=0) == split  # whatever order they were stored in
     assert {d.sha256 for d in split_feedback(digits, seed=1).held_out} != held
     # A record added later does not move the others.
     store.add([correction(sha256="f" * 64)])
