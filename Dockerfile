@@ -38,8 +38,13 @@ RUN groupadd --gid 10001 s4digits \
 WORKDIR /srv/s4digits
 COPY docker/healthcheck.py docker/
 COPY weights/s4net.safetensors weights/s4net.json weights/
-# Readable by the service user whatever the modes in the checkout (umask 077, say).
-RUN chmod -R a+rX /srv/s4digits
+# Readable by the service user whatever the modes in the checkout (umask 077, say). data/ holds
+# the corrections sent to POST /feedback (S4_DATABASE_URL's default, a SQLite file): a volume the
+# service user owns, writable even with a read-only root file system. One container per volume;
+# several replicas share a PostgreSQL instead (S4_DATABASE_URL=postgresql+psycopg://...).
+RUN chmod -R a+rX /srv/s4digits \
+    && mkdir /srv/s4digits/data && chown 10001:10001 /srv/s4digits/data
+VOLUME ["/srv/s4digits/data"]
 # Settings are environment variables (docs/settings.md lists them); here only what the image
 # changes: listen on every interface inside the container. Workers and CPU threads default to
 # the CPUs the container may use (its cgroup quota, e.g. `docker run --cpus 2`): one worker per
@@ -52,7 +57,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MALLOC_ARENA_MAX=2 \
     S4_HOST=0.0.0.0
-# Files stay root-owned and read-only to the service, which never writes.
+# Files stay root-owned and read-only to the service, which writes only to data/.
 USER 10001:10001
 EXPOSE 8000 8001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -4,6 +4,9 @@
     s4digits train [python -m training's options]         python -m training
     s4digits predict FILE... [--json] [--number]          offline, no server
     s4digits export --onnx PATH                           the CPU runtime's ONNX graph
+    s4digits db upgrade                                   create or migrate the corrections' tables
+    s4digits feedback export DIR                          the corrections as MNIST IDX files
+    s4digits promote CANDIDATE                            serve better weights, else keep them
 
 Settings come from the environment as for the service (S4_WEIGHTS, S4_DEVICE, ...). Heavy
 imports (torch, the app) happen inside each command, so ``train`` sets its thread policy before
@@ -16,6 +19,8 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.feedback.cli import add_parsers as add_feedback_parsers
 
 PROG = "s4digits"
 
@@ -53,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_parser.add_argument("--weights", type=Path, help="weights file (else S4_WEIGHTS)")
     export_parser.set_defaults(run=export)
+    add_feedback_parsers(commands)  # db upgrade, feedback export, promote
     return parser
 
 

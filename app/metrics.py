@@ -109,6 +109,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "s4_feedback",
+            "Corrected digits stored by POST /feedback, by whether the served weights read them "
+            "as meant.",
+            ["agreed"],
+            registry=self.registry,
+        )
+        self._feedback_counters = {
+            agreed: self.feedback.labels(agreed=str(agreed).lower()) for agreed in (True, False)
+        }
         self.model_load_seconds = Gauge(
             "s4_model_load_seconds",
             "Time to load, verify and warm up the weights at start-up.",
@@ -147,6 +157,10 @@ class Metrics:
     def record_grpc(self, method: str, code: str, seconds: float) -> None:
         self.grpc_requests.labels(method=method, code=code).inc()
         self.grpc_request_seconds.labels(method=method, code=code).observe(seconds)
+    def record_feedback(self, agreed: list[bool]) -> None:
+        """One correction's newly stored digits, each read as meant or not."""
+        for each in agreed:
+            self._feedback_counters[each].inc()
 
     def record_request(self, method: str, path: str, status: int, seconds: float) -> None:
         key = (method, path, status)

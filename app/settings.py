@@ -186,6 +186,25 @@ class Settings(BaseSettings):
         "JSON list; empty (the default) means no CORS: browsers allow same-origin calls only.",
     )
 
+    # POST /feedback and the corrections' database (app/feedback/).
+    feedback: bool = Field(
+        True, description="POST /feedback and GET /feedback/stats; `off` removes them (404)."
+    )
+    database_url: str = Field(
+        "sqlite:///data/feedback.db",
+        description="Where corrections are kept: a SQLite file (relative to the working dir; one "
+        "host) or postgresql+psycopg://USER:PASSWORD@HOST/DB (several replicas).",
+    )
+    feedback_token: SecretStr | None = Field(
+        None, description="If set, POST /feedback needs it as a bearer token."
+    )
+    feedback_keep_originals: bool = Field(
+        False, description="Also keep each correction's original picture, not only its 28x28 digit."
+    )
+    feedback_retention_days: int | None = Field(
+        None, ge=1, description="Delete corrections older than this many days (hourly check)."
+    )
+
     @field_validator("cors_origins", "served_versions", mode="before")
     @classmethod
     def split_origins(cls, value: object) -> object:

@@ -2,6 +2,7 @@
 
 import io
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -26,6 +27,11 @@ COMMITTED_WEIGHTS = REPO_ROOT / "weights" / "s4net.safetensors"
 # The suite's apps (in-process, and the servers it starts, which inherit the environment) serve
 # no gRPC unless a test asks for it: none of them would hold port 8001 then.
 os.environ.setdefault("S4_GRPC", "false")
+# Every app and server the tests start keeps its corrections (POST /feedback) in a throw-away
+# SQLite file, not in the checkout's data/; tests of the database itself choose their own.
+os.environ.setdefault(
+    "S4_DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='s4-feedback-')}/feedback.db"
+)
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,20 @@ import shlex
 import sys
 from pathlib import Path
 
-from app.artifacts.weights import atomic_write_bytes, card_path_for, save_weights
+from app.artifacts.weights import (
+    WeightsError,
+    atomic_write_bytes,
+    card_path_for,
+    load_weights,
+    save_weights,
+)
 from training.augment import AugmentConfig
 from training.card import build_card
 from training.config import TrainConfig
+from training.feedback import load_feedback
 from training.mnist import MnistError, load_mnist, resolve_data_dir
 from training.report import misclassified_png, training_curves_png
-from training.train import train
+from training.train import evaluate, train
 
 # Help for the TrainConfig and AugmentConfig fields that need more than their flag's name.
 OPTION_HELP = {
@@ -66,6 +73,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, help="download cache (default ~/.cache/s4digits)")
     p.add_argument("--out-dir", type=Path, default=Path("."), help="where outputs go")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--feedback",
+        metavar="DATABASE_URL",
+        help="also train on the corrections stored there (a seeded fifth held out to judge)",
+    )
+    p.add_argument(
+        "--init-weights",
+        type=Path,
+        metavar="PATH",
+        help="start from these weights (e.g. weights/s4net.safetensors) instead of random ones",
+    )
     defaults = {TrainConfig: TrainConfig(), AugmentConfig: AugmentConfig()}
     for owner, field in config_fields():
         default = getattr(defaults[owner], field.name)
@@ -97,6 +115,18 @@ def remove_stale_temp_files(outputs: list[Path]) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def load_init_weights(path: Path) -> tuple[dict, str]:
+    """(state dict as torch tensors, SHA-256) of a verified weights file (app.artifacts.weights)."""
+    import torch
+
+    try:
+        weights = load_weights(path)
+    except WeightsError as exc:
+        sys.exit(f"--init-weights: {exc}")
+    state = {name: torch.from_numpy(array.copy()) for name, array in weights.tensors.items()}
+    return state, weights.sha256
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     config = config_from_args(args)
@@ -112,10 +142,28 @@ def main(argv: list[str]) -> None:
     misclassified_path = out / "reports" / "misclassified.png"
     outputs = [checkpoint_path, weights_path, card_path_for(weights_path)]
     remove_stale_temp_files([*outputs, curves_path, misclassified_path])
-    result = train(config, data, checkpoint_path, resume=args.resume)
+    feedback = load_feedback(args.feedback, config.seed) if args.feedback else None
+    init_weights, init_sha256 = None, None
+    if args.init_weights:
+        init_weights, init_sha256 = load_init_weights(args.init_weights)
+    result = train(
+        config,
+        data,
+        checkpoint_path,
+        resume=args.resume,
+        feedback=feedback.train if feedback else None,
+        init_weights=init_weights,
+    )
 
     command = shlex.join(["python", "-m", "training", *argv])
-    card = save_weights(result.model, weights_path, build_card(config, data, result, command))
+    card = build_card(config, data, result, command)
+    if init_weights is not None:
+        card["init_weights"] = {"file": str(args.init_weights), "sha256": init_sha256}
+    if feedback is not None:
+        held_out = evaluate(result.model, *feedback.held_out)
+        card["feedback"] = feedback.card | {"held_out_accuracy": round(held_out.accuracy, 4)}
+        print(f"held-out corrections: {held_out.accuracy:.2f}% of {len(held_out.labels)}")
+    card = save_weights(result.model, weights_path, card)
     final = result.final
     atomic_write_bytes(curves_path, training_curves_png(result.history, result.evaluated_on))
     atomic_write_bytes(

@@ -29,3 +29,5 @@ class TrainConfig:
     train_limit: int | None = None  # use only the first N training images (smoke tests)
     test_limit: int | None = None  # evaluate on only the first N test images (smoke tests)
     device: str = "auto"  # auto | cpu | cuda
+    # With --feedback: each stored correction that trains appears this many times per epoch.
+    feedback_oversample: int = 8

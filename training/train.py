@@ -127,22 +127,38 @@ def build_optimizer(
     return optimizer, scheduler
 
 
-def train(config: TrainConfig, data: Mnist, checkpoint_path: Path, resume: bool) -> TrainResult:
+def train(
+    config: TrainConfig,
+    data: Mnist,
+    checkpoint_path: Path,
+    resume: bool,
+    feedback: tuple[torch.Tensor, torch.Tensor] | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
+) -> TrainResult:
     """Train as ``config`` says, checkpointing after every epoch; return the final epoch's model.
 
     With ``resume`` and an existing checkpoint, continue from it (a finished run just re-evaluates).
+    ``feedback`` (uint8 [N, 1, 28, 28] images, int64 [N] labels) joins the training images,
+    ``config.feedback_oversample`` times over, augmented like the rest; ``init_weights`` (a state
+    dict) is where the net starts instead of a random initialisation (fine-tuning).
     """
     try:
         device = torch.device(resolve_device(config.device))
     except DeviceUnavailable as exc:
         raise SystemExit(f"--device {config.device}: {exc}") from None
     train_x, train_y, eval_x, eval_y, evaluated_on = split_data(data, config)
+    if feedback is not None:
+        repeats = config.feedback_oversample
+        train_x = torch.cat([train_x, feedback[0].repeat(repeats, 1, 1, 1)])
+        train_y = torch.cat([train_y, feedback[1].repeat(repeats)])
     train_x, train_y = train_x.to(device), train_y.to(device)
     eval_x, eval_y = eval_x.to(device), eval_y.to(device)
 
     torch.manual_seed(config.seed)  # weight init and dropout
     generator = torch.Generator(device=device).manual_seed(config.seed)  # shuffle + augment
     model = build_model(config, device)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
     steps_per_epoch = len(train_y) // config.batch_size  # drop the ragged end: BN needs > 1 image
     if steps_per_epoch == 0:
         raise SystemExit(f"--batch-size {config.batch_size} exceeds {len(train_y)} train images")

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from app.api.dependencies import get_app_settings, get_predictor
@@ -29,20 +29,28 @@ from app.versions import ModelVersions, VersionRefused, parse_canary
 bearer_token = HTTPBearer(auto_error=False, description="The value of S4_ADMIN_TOKEN.")
 
 
+def check_bearer_token(
+    credentials: HTTPAuthorizationCredentials | None, expected: SecretStr, name: str, variable: str
+) -> None:
+    """401 without a bearer token, 403 with a wrong one (``name``: "admin", "feedback")."""
+    if credentials is None:
+        raise HTTPException(
+            401,
+            f"send the {name} token as `Authorization: Bearer <{variable}>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # Constant time, so response timing does not reveal how much of a guess was right.
+    if not secrets.compare_digest(
+        credentials.credentials.encode(), expected.get_secret_value().encode()
+    ):
+        raise HTTPException(403, f"the {name} token is wrong")
+
+
 def require_admin_token(
     settings: Annotated[Settings, Depends(get_app_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_token)],
 ) -> None:
-    if credentials is None:
-        raise HTTPException(
-            401,
-            "send the admin token as `Authorization: Bearer <S4_ADMIN_TOKEN>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    expected = settings.admin_token.get_secret_value().encode()
-    # Constant time, so response timing does not reveal how much of a guess was right.
-    if not secrets.compare_digest(credentials.credentials.encode(), expected):
-        raise HTTPException(403, "the admin token is wrong")
+    check_bearer_token(credentials, settings.admin_token, "admin", "S4_ADMIN_TOKEN")
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin_token)])

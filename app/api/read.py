@@ -37,6 +37,16 @@ def segment_uploads(uploads: list[Upload], max_pixels: int) -> list[Segmentation
     return [segment_upload(upload, max_pixels) for upload in uploads]
 
 
+def check_candidate_count(count: int, limit: int) -> None:
+    """UploadTooLarge unless ``count`` candidate digits fit in one request."""
+    if count > limit:
+        raise UploadTooLarge(
+            f"these pictures hold {count:,} candidate digits, more than the service "
+            f"reads in one request ({limit:,}, S4_BATCH_QUEUE_IMAGES); "
+            "send fewer pictures per request"
+        )
+
+
 @router.post(
     "/read",
     response_model=ReadResponse,
@@ -63,12 +73,7 @@ async def read_numbers(request: Request) -> Response:
     # digits a picture holds is known only once it is segmented.
     segmentations = await run_in_threadpool(segment_uploads, uploads, settings.max_pixels)
     candidates = [image for found in segmentations for image in found.candidates]
-    if len(candidates) > settings.batch_queue_images:
-        raise UploadTooLarge(
-            f"these pictures hold {len(candidates):,} candidate digits, more than the service "
-            f"reads in one request ({settings.batch_queue_images:,}, S4_BATCH_QUEUE_IMAGES); "
-            "send fewer pictures per request"
-        )
+    check_candidate_count(len(candidates), settings.batch_queue_images)
     result = await state.batcher.predict(candidates)
     rows = unbatch(result.probabilities, [len(found.candidates) for found in segmentations])
     numbers = [

@@ -127,6 +127,7 @@ class ReadDigit:
     probability: float
     box: Box
     probabilities: np.ndarray  # float32 [10]
+    candidate: int  # its index in Segmentation.candidates (its MNIST-form pixels)
 
 
 @dataclass(frozen=True)
@@ -560,7 +561,7 @@ def choose(segmentation: Segmentation, probabilities: np.ndarray) -> NumberReadi
     for index in path:
         row = probabilities[index]
         digit = int(row.argmax())
-        digits.append(ReadDigit(digit, float(row[digit]), segmentation.boxes[index], row))
+        digits.append(ReadDigit(digit, float(row[digit]), segmentation.boxes[index], row, index))
     logs = confidence[list(path)]
     features = np.array(
         [

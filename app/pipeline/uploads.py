@@ -44,6 +44,8 @@ SIMPLE_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+): *([^\r]*)")
 # Fewer and shorter than python-multipart's limits (8 headers per part, 4,224 bytes per line).
 SIMPLE_HEADERS_PER_PART = 8
 SIMPLE_HEADER_BYTES = 4096
+# Most bytes of one text form field (POST /feedback's label and tags): far more than any needs.
+TEXT_FIELD_BYTES = 1024
 
 # One part of a multipart body: its (name, value) header lines, and its data.
 Part = tuple[list[tuple[bytes, bytes]], bytes]
@@ -63,7 +65,9 @@ async def read_uploads(request: Request, max_images: int, max_image_bytes: int) 
     content_type, params = parse_options_header(request.headers.get("content-type"))
     media_type = content_type.decode("latin-1")
     if media_type == "multipart/form-data":
-        uploads = await _read_multipart(request, params, max_images, max_image_bytes)
+        collector = ImagePartCollector(max_images, max_image_bytes)
+        await _read_multipart(request, params, collector)
+        uploads = collector.uploads
     elif media_type.startswith("image/") or media_type in RAW_BODY_TYPES or not media_type:
         too_large = partial(_too_large, "image 0", max_image_bytes)
         body = await read_body(request, max_image_bytes, too_large)
@@ -73,6 +77,23 @@ async def read_uploads(request: Request, max_images: int, max_image_bytes: int) 
     if not uploads:
         raise UploadRejected(f"the request holds no image: {SEND_IMAGES_HINT}")
     return uploads
+
+
+async def read_form(
+    request: Request, max_images: int, max_image_bytes: int, text_fields: frozenset[str]
+) -> tuple[list[Upload], dict[str, str]]:
+    """A multipart/form-data body's images (`file` parts, limits as read_uploads') and its text
+    fields named in ``text_fields`` (each at most TEXT_FIELD_BYTES of UTF-8, once); any other
+    field or Content-Type is refused (UploadRejected and kin)."""
+    content_type, params = parse_options_header(request.headers.get("content-type"))
+    if content_type != b"multipart/form-data":
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type.decode('latin-1') or '(none)'} is not accepted: send "
+            "multipart/form-data with the picture in a `file` field"
+        )
+    collector = ImagePartCollector(max_images, max_image_bytes, text_fields)
+    await _read_multipart(request, params, collector)
+    return collector.uploads, collector.fields
 
 
 def _too_large(label: str, max_image_bytes: int) -> UploadTooLarge:
@@ -135,10 +156,15 @@ async def read_body(request: Request, limit: int, too_large: Callable[[], Except
 class ImagePartCollector:
     """python-multipart callbacks that keep image parts and stop at the first broken limit."""
 
-    def __init__(self, max_images: int, max_image_bytes: int):
+    def __init__(
+        self, max_images: int, max_image_bytes: int, text_fields: frozenset[str] = frozenset()
+    ):
         self.max_images = max_images
         self.max_image_bytes = max_image_bytes
+        self.text_fields = text_fields
         self.uploads: list[Upload] = []
+        self.fields: dict[str, str] = {}
+        self._text_field: str | None = None  # the part being read is this text field
         self.finished = False
         self._headers: dict[str, bytes] = {}
         self._header_name = b""
@@ -160,6 +186,7 @@ class ImagePartCollector:
 
     def on_part_begin(self) -> None:
         self._headers, self._filename, self._data = {}, None, bytearray()
+        self._text_field = None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -174,10 +201,17 @@ class ImagePartCollector:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get("content-disposition"))
         field = options.get(b"name", b"").decode("utf-8", "replace")
+        if field in self.text_fields:
+            if field in self.fields:
+                raise UploadRejected(f"form field {field!r} appears twice; send it once")
+            self._text_field = field
+            return
         if field not in IMAGE_FIELDS:
-            raise UploadRejected(
-                f"unexpected form field {field!r}: put each image in a `file` field"
-            )
+            others = "".join(f", `{name}`" for name in sorted(self.text_fields))
+            where = "put each image in a `file` field"
+            if others:
+                where = f"the fields are `file` (the picture){others}"
+            raise UploadRejected(f"unexpected form field {field!r}: {where}")
         self._filename = options.get(b"filename", b"").decode("utf-8", "replace") or None
         if len(self.uploads) >= self.max_images:
             raise UploadTooLarge(
@@ -187,11 +221,22 @@ class ImagePartCollector:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self._data += data[start:end]
-        if len(self._data) > self.max_image_bytes:
+        if self._text_field is not None:
+            if len(self._data) > TEXT_FIELD_BYTES:
+                raise UploadRejected(
+                    f"form field {self._text_field!r} is longer than {TEXT_FIELD_BYTES} bytes"
+                )
+        elif len(self._data) > self.max_image_bytes:
             label = Upload(len(self.uploads), self._filename, b"").label
             raise _too_large(label, self.max_image_bytes)
 
     def on_part_end(self) -> None:
+        if self._text_field is not None:
+            try:
+                self.fields[self._text_field] = self._data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UploadRejected(f"form field {self._text_field!r} is not UTF-8 text") from None
+            return
         self.uploads.append(Upload(len(self.uploads), self._filename, bytes(self._data)))
 
     def on_end(self) -> None:
@@ -212,9 +257,12 @@ class ImagePartCollector:
 
 
 async def _read_multipart(
-    request: Request, params: dict[bytes, bytes], max_images: int, max_image_bytes: int
-) -> list[Upload]:
-    max_body_bytes = max_images * (max_image_bytes + PART_OVERHEAD_BYTES)
+    request: Request, params: dict[bytes, bytes], collector: ImagePartCollector
+) -> None:
+    """Feed the body to ``collector``, with the limits it was made with."""
+    max_images, max_image_bytes = collector.max_images, collector.max_image_bytes
+    text_bytes = len(collector.text_fields) * (TEXT_FIELD_BYTES + PART_OVERHEAD_BYTES)
+    max_body_bytes = max_images * (max_image_bytes + PART_OVERHEAD_BYTES) + text_bytes
     declared = _declared_length(request)
     if declared is not None and declared > max_body_bytes:
         raise UploadTooLarge(
@@ -225,7 +273,6 @@ async def _read_multipart(
     if b"boundary" not in params:
         raise MalformedBody("multipart/form-data without a boundary parameter")
     boundary = params[b"boundary"]
-    collector = ImagePartCollector(max_images, max_image_bytes)
     try:
         if declared is not None and declared <= WHOLE_BODY_BYTES:
             body = await request.body()
@@ -248,4 +295,3 @@ async def _read_multipart(
         raise MalformedBody(f"malformed multipart/form-data body: {exc}") from None
     if not collector.finished:
         raise MalformedBody("the multipart/form-data body ends before its closing boundary")
-    return collector.uploads

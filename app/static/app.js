@@ -10,6 +10,7 @@ const STROKE_FRACTION = 0.1;
 // Relative URLs, so the page also works behind a proxy that serves the app under a path prefix.
 const PREDICT_URL = "predict?return_input=true";
 const READ_URL = "read";
+const FEEDBACK_URL = "feedback";
 
 const drawing = document.getElementById("drawing");
 const fileInput = document.getElementById("file");
@@ -186,12 +187,77 @@ async function send(request, image, filename, source) {
   if (request !== latestRequest) return;
   reading.setAttribute("aria-busy", "false");
   if (error) showError(error);
-  else showPrediction(prediction, source);
+  else {
+    lastDigit = { image, filename, predicted: prediction.digit };
+    showPrediction(prediction, source);
+  }
 }
+
+// Corrections: POST /feedback with the picture that was read and what it really shows -----------
+
+// The picture the newest answer is about, kept so a correction can send it again.
+let lastDigit = null;
+let lastNumber = null;
+
+// POST a correction; the text to show: a thank-you, or the error to fix.
+async function sendCorrection(upload, field, value) {
+  const form = new FormData();
+  form.append("file", upload.image, upload.filename);
+  form.append(field, value);
+  if (String(upload.predicted) !== "") form.append("predicted", String(upload.predicted));
+  form.append("source", "page");
+  try {
+    const response = await fetch(FEEDBACK_URL, { method: "POST", body: form });
+    const body = await response.json().catch(() => null);
+    if (response.status === 201) return { ok: true, text: `Thank you: stored as ${value}.` };
+    return { ok: false, text: errorText(response, body) };
+  } catch (failure) {
+    return { ok: false, text: `Could not reach the server: ${failure.message}` };
+  }
+}
+
+function showThanks(element, { ok, text }) {
+  element.textContent = text;
+  element.classList.toggle("failed", !ok);
+  element.hidden = false;
+}
+
+function resetCorrection(toggle, panel, thanks) {
+  toggle.setAttribute("aria-expanded", "false");
+  panel.hidden = true;
+  thanks.hidden = true;
+}
+
+function toggleCorrection(toggle, panel) {
+  const open = toggle.getAttribute("aria-expanded") !== "true";
+  toggle.setAttribute("aria-expanded", String(open));
+  panel.hidden = !open;
+}
+
+const wrong = document.getElementById("wrong");
+const digitPicker = document.getElementById("digit-picker");
+const thanks = document.getElementById("thanks");
+for (let value = 0; value <= 9; value += 1) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = value;
+  button.setAttribute("aria-label", `It is a ${value}`);
+  button.addEventListener("click", async () => {
+    const upload = lastDigit;
+    if (!upload) return;
+    digitPicker.hidden = true;
+    wrong.setAttribute("aria-expanded", "false");
+    const outcome = await sendCorrection(upload, "digit", String(value));
+    if (upload === lastDigit) showThanks(thanks, outcome);
+  });
+  digitPicker.append(button);
+}
+wrong.addEventListener("click", () => toggleCorrection(wrong, digitPicker));
 
 // Showing the answer -------------------------------------------------------------------------
 
 function showError(text) {
+  lastDigit = null;
   result.hidden = true;
   message.textContent = text;
   message.hidden = false;
@@ -199,6 +265,7 @@ function showError(text) {
 }
 
 function showPrediction(prediction, source) {
+  resetCorrection(wrong, digitPicker, thanks);
   message.hidden = true;
   digit.textContent = prediction.digit;
   statusLine.textContent =
@@ -230,6 +297,7 @@ function reset() {
   latestRequest += 1; // drop any answer still on its way
   clearDrawing();
   reading.setAttribute("aria-busy", "false");
+  lastDigit = null;
   result.hidden = true;
   message.hidden = true;
   statusLine.textContent = "No digit yet.";
@@ -268,10 +336,32 @@ async function readNumber(request, png) {
   if (request !== latestNumberRequest) return;
   numberSection.setAttribute("aria-busy", "false");
   if (error) showNumberError(error);
-  else showNumber(number);
+  else {
+    lastNumber = { image: png, filename: "number.png", predicted: number.text };
+    showNumber(number);
+  }
 }
 
+const numberWrong = document.getElementById("number-wrong");
+const numberFix = document.getElementById("number-fix");
+const numberRight = document.getElementById("number-right");
+const numberThanks = document.getElementById("number-thanks");
+numberWrong.addEventListener("click", () => {
+  toggleCorrection(numberWrong, numberFix);
+  if (!numberFix.hidden) numberRight.focus();
+});
+numberFix.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const upload = lastNumber;
+  if (!upload || !numberFix.reportValidity()) return;
+  numberFix.hidden = true;
+  numberWrong.setAttribute("aria-expanded", "false");
+  const outcome = await sendCorrection(upload, "text", numberRight.value.trim());
+  if (upload === lastNumber) showThanks(numberThanks, outcome);
+});
+
 function showNumberError(text) {
+  lastNumber = null;
   numberDigits = [];
   drawBoxes(-1);
   numberResult.hidden = true;
@@ -281,6 +371,8 @@ function showNumberError(text) {
 }
 
 function showNumber(number) {
+  resetCorrection(numberWrong, numberFix, numberThanks);
+  numberRight.value = number.text;
   numberDigits = number.digits;
   numberMessage.hidden = true;
   document.getElementById("number-text").textContent = number.text;
@@ -343,6 +435,7 @@ numberDrawing.addEventListener("pointermove", (event) => {
 function clearNumber() {
   latestNumberRequest += 1; // drop any answer still on its way
   numberPad.clear();
+  lastNumber = null;
   numberDigits = [];
   drawBoxes(-1);
   numberSection.setAttribute("aria-busy", "false");

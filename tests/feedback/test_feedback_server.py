@@ -1,0 +1,120 @@
+"""POST /feedback against real `python -m app` processes on loopback, on SQLite and PostgreSQL:
+two workers writing at once lose and duplicate nothing; a worker killed mid-write leaves a sound
+database without a partial record."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from app.feedback.store import TABLE, FeedbackStore
+from bench.numbers import compose
+from bench.servers import running_server
+from tests.feedback.conftest import BACKENDS, fresh_database_url
+
+PYTHON_APP = (sys.executable, "-m", "app")
+CORRECTIONS = 2000
+CONNECTIONS = 16
+
+pytestmark = pytest.mark.slow
+
+
+def server_env(weights, url: str, workers: int) -> dict[str, str]:
+    return {
+        "S4_WEIGHTS": str(weights),
+        "S4_DATABASE_URL": url,
+        "WEB_CONCURRENCY": str(workers),
+        "S4_CPU_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+    }
+
+
+async def post_all(url: str, requests: list[tuple[bytes, dict]]) -> list[int]:
+    limits = httpx.Limits(max_connections=CONNECTIONS)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        gate = asyncio.Semaphore(CONNECTIONS)
+
+        async def post(picture: bytes, data: dict) -> int:
+            async with gate:
+                files = {"file": ("digit.png", picture, "image/png")}
+                return (await client.post("/feedback", files=files, data=data)).status_code
+
+        return await asyncio.gather(*(post(picture, data) for picture, data in requests))
+
+
+def stored_keys(url: str) -> list[tuple]:
+    store = FeedbackStore(url)
+    with store.engine.connect() as connection:
+        keys = connection.execute(sa.select(TABLE.c.sha256, TABLE.c.position, TABLE.c.label)).all()
+    store.close()
+    return [tuple(key) for key in keys]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_workers_store_2000_concurrent_corrections_exactly_once(
+    backend, tmp_path, reading_weights, mnist_test_set, encode_image
+):
+    images, labels = mnist_test_set
+    requests = [
+        (encode_image(images[i]), {"digit": str(labels[i]), "source": "concurrency"})
+        for i in range(CORRECTIONS)
+    ]
+    repeats = requests[::10]  # sent again, interleaved: must not become new records
+    with contextlib.contextmanager(fresh_database_url)(backend, tmp_path) as url:
+        env = server_env(reading_weights, url, workers=2)
+        with running_server(env, command=PYTHON_APP) as server:
+            assert len(server.pids()) >= 3  # the supervisor and two workers (and a helper)
+            statuses = asyncio.run(post_all(server.url, requests + repeats))
+        assert statuses == [201] * len(statuses)
+        keys = stored_keys(url)
+    assert len(keys) == CORRECTIONS == len(set(keys))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_killed_mid_write_leaves_whole_records_and_a_sound_database(
+    backend, tmp_path, reading_weights, mnist_test_set, encode_image
+):
+    images, labels = mnist_test_set
+    rng = np.random.default_rng(27)
+    numbers = [compose(images, labels, 4, "wide", rng) for _ in range(400)]
+    requests = [(encode_image(n.picture), {"text": n.text}) for n in numbers]
+    with contextlib.contextmanager(fresh_database_url)(backend, tmp_path) as url:
+        env = server_env(reading_weights, url, workers=1)
+        killed = pytest.raises(RuntimeError, match="died")  # running_server's word for it
+        with killed, running_server(env, command=PYTHON_APP) as server:
+            killer = threading.Thread(target=kill_once_writing, args=(server, url))
+            killer.start()
+            with contextlib.suppress(httpx.HTTPError):
+                asyncio.run(post_all(server.url, requests))
+            killer.join()
+        keys = stored_keys(url)
+        assert keys, "nothing was written before the kill"
+        per_picture = {}
+        for sha256, position, _ in keys:
+            per_picture.setdefault(sha256, set()).add(position)
+        assert all(positions == {0, 1, 2, 3} for positions in per_picture.values())
+        if backend == "sqlite":
+            path = url.removeprefix("sqlite:///")
+            with contextlib.closing(sqlite3.connect(path)) as connection:
+                assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        # A new server takes over the database as it is and goes on writing.
+        with running_server(env, command=PYTHON_APP) as server:
+            statuses = asyncio.run(post_all(server.url, requests[-20:]))
+        assert set(statuses) <= {201, 422}
+
+
+def kill_once_writing(server, url: str) -> None:
+    """SIGKILL the server as soon as corrections are being stored."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(stored_keys(url)) < 40:
+        time.sleep(0.05)
+    os.kill(server.process.pid, signal.SIGKILL)
