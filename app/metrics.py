@@ -157,6 +157,7 @@ class Metrics:
     def record_grpc(self, method: str, code: str, seconds: float) -> None:
         self.grpc_requests.labels(method=method, code=code).inc()
         self.grpc_request_seconds.labels(method=method, code=code).observe(seconds)
+
     def record_feedback(self, agreed: list[bool]) -> None:
         """One correction's newly stored digits, each read as meant or not."""
         for each in agreed:
