@@ -106,6 +106,19 @@ def test_documented_read_examples_work_as_written(server, command):
     assert [number["text"] for number in numbers] == [EXAMPLE_NUMBERS[path] for path in uploaded]
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("command", documented_commands("/feedback"))
+def test_documented_feedback_examples_work_as_written(server, command):
+    """Run from the repo root against the test server: a correction is stored (its label as sent),
+    and the stats count corrections."""
+    answer = run_documented_command(server, command)
+    if "-F" in command:
+        label = re.search(r"-F (?:digit|text)=(\S+)", command).group(1)
+        assert answer["label"] == label and len(answer["ids"]) == len(label), answer
+    else:
+        assert answer["corrections"] >= 0 and len(answer["confusion"]) == 10, answer
+
+
 def test_oversized_upload_is_refused_before_it_is_all_sent(server):
     """Chunked (no Content-Length): the 413 arrives while most of the body is still unsent."""
     host, port = server.removeprefix("http://").split(":")

@@ -63,6 +63,7 @@ async def pipeline_error_answer(request: Request, exc: Exception) -> JSONRespons
 
 PREDICT_ERRORS = error_responses(
     s400="Malformed multipart body.",
+    s404="No such weights version (`version`); the answer lists the served ones.",
     s413="Too many images, an upload over the byte limit, or too many pixels.",
     s415="Not an image, or an unsupported Content-Type.",
     s422="No image, an empty or blank image, or an invalid query parameter.",
