@@ -16,7 +16,6 @@ import shlex
 import shutil
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 from bench.anchors.contenders import CONTENDERS, Contender
@@ -24,9 +23,6 @@ from bench.anchors.environments import EnvironmentFailed, environment_python
 from bench.anchors.report import fairness_notes, format_table
 from bench.anchors.runner import Sample, ServerFailed, make_route, measure
 from bench.serve import prepare_digit
-
-# bench.serve's imports bring in Starlette's test client, which announces a move to httpx2.
-warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 
 def choose(only: str | None) -> list[Contender]:

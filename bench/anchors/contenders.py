@@ -41,7 +41,7 @@ class Contender:
     path: str  # the URL path posted to
     answer: str  # "binary" (v2 binary outputs), or the text every answer holds, with {digit}
     notes: str  # fairness: who batches, who parses what, how many workers
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # "{workdir}" is the run's scratch folder
     setup: Callable[[Launch], None] | None = None  # before the clock starts (archives, configs)
 
     @property
@@ -115,8 +115,8 @@ OURS_V2 = Contender(
     request="v2",
     path="/v2/models/s4net/infer",
     answer="binary",
-    notes="ours again, on the Open Inference (v2) route with the same body KServe and Triton get "
-    "(a BYTES tensor holding the PNG, binary outputs).",
+    notes="ours again, on the Open Inference (v2) route with the body Triton gets (a BYTES "
+    "tensor holding the PNG, binary outputs; KServe gets the PNG as a UINT8 tensor).",
     env=OURS.env,
 )
 
@@ -127,6 +127,7 @@ ANCHORS = (
         packages=("torchserve==0.12.0", "torch-model-archiver==0.12.0", "pyyaml==6.0.3"),
         command=torchserve_command,
         setup=torchserve_setup,
+        env={"LOG_LOCATION": "{workdir}/logs", "METRICS_LOCATION": "{workdir}/logs"},  # not ./logs
         request="raw",
         path="/predictions/s4net",
         answer='"digit": {digit}',
@@ -175,11 +176,11 @@ ANCHORS = (
         request="v2-uint8",
         path="/v2/models/s4net/infer",
         answer='"data":[{digit}]',  # it answers JSON although binary outputs are asked for
-        notes="ModelServer on the v2 protocol, 1 worker (its default; with 2, uvicorn's "
-        "supervisor killed workers that took over 5 s to start on a busy machine); no "
-        "batching (its batcher is the Kubernetes agent's, not the server's); it parses the v2 "
-        "request (the PNG as a UINT8 tensor: it reads binary BYTES tensors as UTF-8 text) and "
-        "answers JSON; the model decodes.",
+        notes="ModelServer on the v2 protocol, 1 worker (its default: with --workers 2 its "
+        "uvicorn workers died and were restarted every ~5 s, never serving, on this machine); "
+        "no batching (its batcher is the Kubernetes agent's, not the server's); it parses the "
+        "v2 request (the PNG as a UINT8 tensor: it reads binary BYTES tensors as UTF-8 text) "
+        "and answers JSON; the model decodes.",
     ),
     Contender(
         name="PyTriton",

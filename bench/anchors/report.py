@@ -33,8 +33,7 @@ def format_table(
         *(f"req/s c={level}" for level in levels),
         f"p50 ms c={high}",
         f"p99 ms c={high}",
-        f"CPU ms/req c={low}",
-        f"CPU ms/req c={high}",
+        *(f"CPU ms/req c={level}" for level in dict.fromkeys([low, high])),
         "idle MiB",
         "ready s",
     ]
@@ -50,7 +49,7 @@ def format_table(
             f"{s['p50']:.1f}",
             f"{s['p99']:.1f}",
             f"{s['cpu low']:.2f}",
-            f"{s['cpu high']:.2f}",
+            *([f"{s['cpu high']:.2f}"] if high != low else []),
             f"{s['idle']:.0f}",
             f"{s['ready']:.1f}",
         ]

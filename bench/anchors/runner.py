@@ -120,7 +120,8 @@ def running(
     launch = Launch(python, free_port(), (free_port(), free_port()), workdir, batch_wait_ms)
     if contender.setup is not None:
         contender.setup(launch)
-    env = {**os.environ, **contender.env, "PYTHONPATH": str(REPO_ROOT)}
+    own = {name: value.format(workdir=workdir) for name, value in contender.env.items()}
+    env = {**os.environ, **own, "PYTHONPATH": str(REPO_ROOT)}
     env |= {"S4_HOST": "127.0.0.1", "S4_PORT": str(launch.port)}
     if contender.packages:  # an anchor: its environment first, one torch thread per process
         env |= {
