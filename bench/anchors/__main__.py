@@ -14,6 +14,7 @@ Prints one table of medians over the rounds, then the fairness notes.
 import argparse
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--digit", type=int, help="the digit --image shows")
     args = parser.parse_args(argv)
+    # Stopped (timeout, kill), it still stops the server it is timing: SystemExit runs finally.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if (args.image is None) != (args.digit is None):
         parser.error("--image and --digit go together")
     if shutil.which("wrk") is None:
