@@ -32,11 +32,8 @@ class Server:
     grpc_address: str  # host:port of the gRPC service, when S4_GRPC is on
 
     def pids(self) -> list[str]:
-        """The server's process and its worker processes."""
-        children = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
-        ).stdout.split()
-        return [str(self.process.pid), *children]
+        """The server's process and every process below it (workers, and theirs)."""
+        return [str(pid) for pid in process_tree(self.process.pid)]
 
     def rss_mib(self) -> float:
         """Resident memory of the server and its worker processes, from /proc (Linux)."""
@@ -73,6 +70,23 @@ def process_cpu_seconds(pid: str) -> float:
         return 0.0
     fields = stat.read_text().rsplit(")", 1)[1].split()  # utime and stime: the 12th and 13th
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, from /proc (Linux); [root] if it has none."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # the fields after the command name: state, then the parent's pid
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone since the listing
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
 
 
 def free_port() -> int:
