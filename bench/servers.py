@@ -29,7 +29,7 @@ class Server:
     url: str
     process: subprocess.Popen
     log_path: Path
-    grpc_address: str  # host:port of the gRPC service, when S4_GRPC is on
+    grpc_address: str = ""  # host:port of the gRPC service, when S4_GRPC is on (ours only)
 
     def pids(self) -> list[str]:
         """The server's process and every process below it (workers, and theirs)."""
