@@ -209,7 +209,8 @@ def read_number_files(files: list[Path], settings) -> list[FileNumber]:
     cannot be served."""
     import numpy as np
 
-    from app.numbers.segmentation import choose, encode_number, segment_upload
+    from app.numbers.reading import choose, encode_number
+    from app.numbers.segmentation import segment_upload
     from app.pipeline.errors import ImageRejected
     from app.pipeline.uploads import Upload
 

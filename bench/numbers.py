@@ -18,7 +18,7 @@ between neighbours' ink is one of GAPS (negative: they overlap). Two styles:
   service decodes uploads (app.pipeline.decode).
 
 A few numbers of each style get a stray pen stroke above or below the digits. The pictures go
-through app.numbers.segmentation.read_number with the committed weights (ONNX Runtime on the
+through app.numbers.reading.read_number with the committed weights (ONNX Runtime on the
 CPU, as served). When `tesseract` is on the PATH, Tesseract reads the same 4-digit pictures
 (`--psm 7`, digits only) for comparison.
 
@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from app.artifacts.weights import load_weights
-from app.numbers.segmentation import fit_calibration, read_number
+from app.numbers.reading import fit_calibration, read_number
 from app.pipeline.decode import decode
 from app.pipeline.mnist_form import crop_to_ink
 from app.runtime.runtimes import OnnxRuntime
@@ -459,7 +459,7 @@ def main() -> None:
             for (style, gap), tally in tesseract.items():
                 print(f"| {style} | {gap} | {tally} |")
     if args.calibrate:
-        print("\ncalibration (paste into app/numbers/segmentation.py):")
+        print("\ncalibration (paste into app/numbers/reading.py):")
         print(fit_calibration([o.features for o in outcomes], [o.ok for o in outcomes]))
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from app.api.schemas import ReadResponse
 from app.main import create_app
-from app.numbers.segmentation import REVIEW_BELOW
+from app.numbers.reading import REVIEW_BELOW
 from app.settings import Settings
 from bench.numbers import compose
 

@@ -11,16 +11,8 @@ from PIL import Image, ImageDraw
 
 from app.api.predict import status_code_of
 from app.artifacts.weights import load_weights
-from app.numbers.segmentation import (
-    MAX_GROUPS,
-    REVIEW_BELOW,
-    Segmentation,
-    TooManyMarks,
-    calibrated,
-    choose,
-    read_number,
-    segment,
-)
+from app.numbers.reading import REVIEW_BELOW, calibrated, choose, read_number
+from app.numbers.segmentation import MAX_GROUPS, Segmentation, TooManyMarks, segment
 from app.pipeline.errors import BlankImage
 from app.pipeline.mnist_form import crop_to_ink, ink_levels, ink_to_mnist_form
 from app.runtime.runtimes import OnnxRuntime

@@ -31,7 +31,8 @@ from app.api.read import check_candidate_count
 from app.api.schemas import error_responses
 from app.feedback.idx import IMAGES_FILE, LABELS_FILE, idx_images, idx_labels
 from app.feedback.store import FeedbackStore, NewCorrection, display_url
-from app.numbers.segmentation import MAX_GROUPS, choose, segment_upload
+from app.numbers.reading import choose
+from app.numbers.segmentation import MAX_GROUPS, segment_upload
 from app.pipeline.batcher import check_ready
 from app.pipeline.errors import PipelineError
 from app.pipeline.prepare import PreparedImage, prepare_all

@@ -4,7 +4,7 @@ Same inputs, limits and errors as /predict: the same pipeline steps (app.read_up
 decode), its domain errors answered by the app's one handler for them. Per request: decode and
 segment every picture in a worker thread (app.numbers.segmentation.segment_upload), send every
 candidate digit of every picture to the shared batcher in one call, then choose each picture's
-best path of candidates (app.numbers.segmentation.choose).
+best path of candidates (app.numbers.reading.choose).
 """
 
 import orjson
@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from app.api.predict import REQUEST_BODY
 from app.api.schemas import ReadResponse, error_responses
-from app.numbers.segmentation import Segmentation, choose, encode_number, segment_upload
+from app.numbers.reading import choose, encode_number
+from app.numbers.segmentation import Segmentation, segment_upload
 from app.pipeline.batcher import check_ready, unbatch
 from app.pipeline.errors import UploadTooLarge
 from app.pipeline.uploads import Upload, read_uploads
