@@ -184,9 +184,9 @@ ANCHORS = (
     ),
     Contender(
         name="PyTriton",
-        # PyTriton 0.7 requires numpy < 2, and the service's imagecodecs numpy >= 2: the last
-        # numpy 1 and an imagecodecs built for it (the same libspng decoder).
-        packages=("nvidia-pytriton==0.7.0", "numpy==1.26.4", "imagecodecs==2024.9.22"),
+        # PyTriton 0.7 requires numpy < 2, and the service's OpenCV numpy >= 2: the last numpy 1
+        # and an OpenCV built for both (the same decoder and image calls).
+        packages=("nvidia-pytriton==0.7.0", "numpy==1.26.4", "opencv-python-headless==4.10.0.84"),
         command=lambda launch: module(
             launch,
             "pytriton_app",
@@ -203,7 +203,7 @@ ANCHORS = (
         answer="binary",
         notes="Triton (C++) parses the v2 request and batches dynamically (up to 32, waiting up "
         "to the batch wait) for 1 Python model process, which decodes and prepares the batch "
-        "(with numpy 1.26 and imagecodecs 2024.9.22: PyTriton 0.7 requires numpy < 2).",
+        "(with numpy 1.26 and OpenCV 4.10: PyTriton 0.7 requires numpy < 2).",
     ),
     Contender(
         name="LitServe",

@@ -21,7 +21,7 @@ TORCH = "torch==2.13.0"  # never unpinned: that would pull a multi-GB CUDA build
 # What the anchors' handlers import from this repository needs (app.pipeline, app.model,
 # app.artifacts.weights); taken at pyproject.toml's pins where it pins them, unless the anchor
 # pins one itself (an anchor that cannot run with the service's numpy).
-READING_PACKAGES = ("numpy", "pillow", "imagecodecs", "safetensors", "opencv-python-headless")
+READING_PACKAGES = ("numpy", "pillow", "safetensors", "opencv-python-headless")
 COMPLETE = ".complete"  # written last: an environment without it is half made and made anew
 
 

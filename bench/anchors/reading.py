@@ -5,7 +5,7 @@
     digits = read_digits(net, [pixels])    # one forward pass over the batch -> [7]
 
 Imports only what the anchors' own environments hold besides their server: torch, numpy,
-Pillow, imagecodecs, safetensors (versions pinned as in pyproject.toml), and this repository.
+Pillow, OpenCV, safetensors (versions pinned as in pyproject.toml), and this repository.
 torch is imported by the first load_net, so that a process that only prepares images (Mosec's
 decode stage) does not hold it.
 """
