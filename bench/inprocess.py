@@ -42,8 +42,14 @@ from bench.serve import (
 )
 
 
-async def post(app, route: Route, digit: int) -> None:
-    """One request through the ASGI interface, its answer checked."""
+def asgi_request(
+    path: str, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[dict, list[dict]]:
+    """The scope and the one body message uvicorn would hand the app for this request: a POST
+    with ``body`` and its Content-Length, or a GET without one; ``headers`` are added."""
+    sent_headers = [(b"host", b"127.0.0.1:8000"), *(headers or [])]
+    if body:
+        sent_headers.append((b"content-length", b"%d" % len(body)))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -51,21 +57,31 @@ async def post(app, route: Route, digit: int) -> None:
         "server": ("127.0.0.1", 8000),
         "client": ("127.0.0.1", 50000),
         "scheme": "http",
-        "method": "POST",
+        "method": "POST" if body else "GET",
         "root_path": "",
-        "path": route.path,
-        "raw_path": route.path.encode(),
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"content-type", route.content_type.encode("latin-1")),
-            (b"content-length", str(len(route.body)).encode()),
-        ],
+        "headers": sent_headers,
         "state": {},
     }
+    return scope, [{"type": "http.request", "body": body, "more_body": False}]
+
+
+def silence_request_log(devnull) -> None:
+    """The request log goes to ``devnull``: writing it is part of the cost, a terminal's speed
+    isn't."""
+    for handler in REQUEST_LOG.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(devnull)
+
+
+async def post(app, route: Route, digit: int) -> None:
+    """One request through the ASGI interface, its answer checked."""
+    headers = [(b"content-type", route.content_type.encode("latin-1"))]
     if route.header_length is not None:
-        scope["headers"].append((b"inference-header-content-length", b"%d" % route.header_length))
-    messages = [{"type": "http.request", "body": route.body, "more_body": False}]
+        headers.append((b"inference-header-content-length", b"%d" % route.header_length))
+    scope, messages = asgi_request(route.path, route.body, headers)
     sent = []
 
     async def receive() -> dict:
@@ -88,11 +104,8 @@ async def post(app, route: Route, digit: int) -> None:
 
 async def measure(requests: int, concurrency: int, route: Route, digit: int) -> None:
     app = create_app(Settings(weights=COMMITTED_WEIGHTS))
-    # The request log goes to /dev/null: writing it is part of the cost, a terminal's speed isn't.
     with open(os.devnull, "w") as devnull:
-        for handler in REQUEST_LOG.handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(devnull)
+        silence_request_log(devnull)
         async with app.router.lifespan_context(app):
             for _ in range(200):  # warm-up: first passes of each batch size, caches
                 await post(app, route, digit)

@@ -12,41 +12,16 @@ layer is timed with the router and the route: FastAPI's routes need the scope it
 """
 
 import argparse
-import logging
 import os
 import time
 
 import uvloop
 
 from app.main import create_app
-from app.metrics import REQUEST_LOG
 from app.settings import Settings
+from bench.inprocess import asgi_request, silence_request_log
 from bench.renderings import as_is
 from bench.serve import COMMITTED_WEIGHTS, MNIST_DIR, TEST_IMAGES, read_idx
-
-
-def request(path: str, body: bytes) -> tuple[dict, list[dict]]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "scheme": "http",
-        "method": "POST" if body else "GET",
-        "root_path": "",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8000")]
-        + (
-            [(b"content-type", b"image/png"), (b"content-length", b"%d" % len(body))]
-            if body
-            else []
-        ),
-        "state": {},
-    }
-    return scope, [{"type": "http.request", "body": body, "more_body": False}]
 
 
 async def time_layer(layer, app, path: str, body: bytes, requests: int) -> float:
@@ -56,7 +31,8 @@ async def time_layer(layer, app, path: str, body: bytes, requests: int) -> float
 
     started = time.thread_time()  # the event loop's CPU: less disturbed by the machine's load
     for _ in range(requests):
-        scope, messages = request(path, body)
+        headers = [(b"content-type", b"image/png")] if body else []
+        scope, messages = asgi_request(path, body, headers)
         scope["app"] = app
 
         async def receive(messages=messages) -> dict:
@@ -69,9 +45,7 @@ async def time_layer(layer, app, path: str, body: bytes, requests: int) -> float
 async def measure(path: str, body: bytes, requests: int, rounds: int) -> None:
     app = create_app(Settings(weights=COMMITTED_WEIGHTS))
     with open(os.devnull, "w") as devnull:
-        for handler in REQUEST_LOG.handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(devnull)
+        silence_request_log(devnull)
         async with app.router.lifespan_context(app):
             layers = [app]
             layer = app.middleware_stack or app.build_middleware_stack()
