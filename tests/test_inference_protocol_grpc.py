@@ -7,16 +7,14 @@ back with the protocol's gRPC status codes and say what to fix.
 
 import sys
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from bench.servers import free_port, running_server
+from tests.test_inference_protocol_clients import BATCH, predict_digits, redrawn_files
 
-BATCH = 64  # S4_MAX_IMAGES' default: the most images one request may carry
 MAX_IMAGE_BYTES = 20_000  # small, so that a message over the gRPC size limit is cheap to send
 
 
@@ -39,18 +37,6 @@ def client(server):
     client = triton.InferenceServerClient(server.grpc_address)
     yield client
     client.close()
-
-
-def predict_digits(server, files: list[bytes]) -> list[int]:
-    digits = []
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        for start in range(0, len(files), BATCH):
-            batch = files[start : start + BATCH]
-            parts = [("file", (f"{start + i}.png", f, "image/png")) for i, f in enumerate(batch)]
-            response = http.post("/predict", files=parts)
-            assert response.status_code == 200, response.text
-            digits += [prediction["digit"] for prediction in response.json()["predictions"]]
-    return digits
 
 
 def images_input(pixels: np.ndarray) -> triton.InferInput:
@@ -107,16 +93,6 @@ def test_all_mnist_test_images_get_predicts_digits(client, server, mnist_test_se
     assert probabilities.dtype == np.float32 and probabilities.shape == (10_000, 10)
     assert (probabilities.argmax(axis=1) == np.array(digits)).all()
     assert (np.array(digits) == labels).mean() > 0.99
-
-
-def redrawn_files(images: np.ndarray, encode_image) -> list[bytes]:
-    """Each image as a user might send it: black on white, larger, in PNG, JPEG or WebP."""
-    files = []
-    for index, pixels in enumerate(images):
-        page = Image.fromarray(255 - pixels).resize((84, 84), Image.Resampling.BILINEAR)
-        file_format = ("PNG", "JPEG", "WEBP")[index % 3]
-        files.append(encode_image(page.convert("RGB") if index % 2 else page, file_format))
-    return files
 
 
 def test_encoded_files_as_bytes_get_predicts_digits(client, server, mnist_test_set, encode_image):
