@@ -95,14 +95,17 @@ def test_better_weights_are_promoted(candidate, database, mnist_test_set, tmp_pa
 
 
 def test_weights_worse_on_mnist_are_refused_and_the_served_ones_untouched(
-    candidate, database, reading_weights, tmp_path
+    candidate, database, reading_weights, tmp_path, mnist_dir
 ):
     served = served_copy(reading_weights, tmp_path / "served")
     before = served.read_bytes(), card_path_for(served).read_bytes()
     feedback_card = load_weights(candidate / "weights" / "s4net.safetensors").card["feedback"]
     worse = untrained(tmp_path / "worse", {"feedback": feedback_card})
     result = subprocess.run(
-        [S4DIGITS, "promote", worse.parent, "--weights", served, "--database-url", database],
+        [
+            *(S4DIGITS, "promote", worse.parent, "--weights", served),
+            *("--database-url", database, "--data-dir", mnist_dir),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
