@@ -18,6 +18,12 @@ FROM ${PYTHON_IMAGE} AS build
 # torch. `gpu` adds PyPI's torch, the CUDA build: it bundles the CUDA runtime, so the base stays
 # plain python and only the host's NVIDIA driver is needed.
 ARG EXTRAS=
+# binutils: `strip`, with which docker/install.sh drops the extension modules' debug symbols.
+# Only this stage has it; the runtime stage takes the venv alone.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY docker/install.sh docker/
 COPY pyproject.toml README.md ./
