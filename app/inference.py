@@ -139,8 +139,9 @@ class Predictor:
             self.requested_runtime, weights.tensors, device, self.cpu_threads, dropout, temperature
         )
         # The first passes allocate and pick kernels; pay that before /ready says yes. The largest
-        # pass also grows ONNX Runtime's memory arena to its final size, so a worker's memory is
-        # flat from the start instead of creeping up as ever larger batches first occur.
+        # batch also grows ONNX Runtime's memory arena to its final size (that of its largest
+        # pass, app/runtime/runtimes.py), so a worker's memory is flat from the start instead of
+        # creeping up as ever larger batches first occur.
         for batch_size in (1, self.largest_batch):
             runtime(np.zeros((batch_size, *INPUT_SHAPE[1:]), dtype=np.uint8))
         return ServedModel(weights, runtime, temperature)
