@@ -4,6 +4,7 @@ The worker count is read as WEB_CONCURRENCY (uvicorn's own variable) by the sett
 derive each worker's CPU threads (S4_CPU_THREADS) from it, so the two can never disagree.
 """
 
+import os
 import socket
 import sys
 
@@ -11,6 +12,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process, logger
 
+from app.feedback import SCHEMA_UP_TO_DATE_ENV
 from app.settings import get_settings
 
 
@@ -106,6 +108,22 @@ class BalancedMultiprocess(Multiprocess):
         super().terminate_all()
 
 
+def upgrade_feedback_schema(database_url: str) -> None:
+    """Bring the corrections' database schema up to date once, before any worker starts, and say
+    so to the workers: they open the database at their first correction instead of at start-up,
+    and one that never gets any never loads SQLAlchemy. A database that cannot be used stops the
+    start, as a worker failing to start did."""
+    from app.feedback.store import DatabaseError, display_url, upgrade_schema
+
+    try:
+        upgrade_schema(database_url)
+    except DatabaseError as exc:
+        logger.error("Feedback: %s", exc)
+        sys.exit(STARTUP_FAILURE)
+    logger.info("Feedback: corrections kept in %s, schema up to date", display_url(database_url))
+    os.environ[SCHEMA_UP_TO_DATE_ENV] = "1"
+
+
 def main() -> None:
     settings = get_settings()
     config = uvicorn.Config(
@@ -119,6 +137,8 @@ def main() -> None:
     if config.workers == 1:
         uvicorn.Server(config).run()
     else:
+        if settings.feedback:
+            upgrade_feedback_schema(settings.database_url)
         BalancedMultiprocess(config).run()
 
 

@@ -4,24 +4,30 @@ A correction is a picture, as sent to /predict or /read, with what it really sho
 one digit, `text` for a number. It is read exactly as those routes read it (the same limits and
 errors), and what is stored is each digit in MNIST form with its label, never the picture unless
 S4_FEEDBACK_KEEP_ORIGINALS. Database calls run in worker threads, never on the event loop.
+
+The database (app.feedback.store, through SQLAlchemy) is opened at start-up, its schema brought
+up to date, unless `python -m app` did that before starting its workers: each of them then opens
+it at the first call that needs it, so a worker that gets no correction never loads SQLAlchemy
+(~15 MiB a worker, docs/decisions.md).
 """
 
 import asyncio
 import hashlib
 import io
 import logging
+import os
 import re
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -29,8 +35,7 @@ from app.api.admin import bearer_token, check_bearer_token, require_admin_token
 from app.api.dependencies import get_app_settings
 from app.api.read import check_candidate_count
 from app.api.schemas import error_responses
-from app.feedback.idx import IMAGES_FILE, LABELS_FILE, idx_images, idx_labels
-from app.feedback.store import FeedbackStore, NewCorrection, display_url
+from app.feedback import SCHEMA_UP_TO_DATE_ENV
 from app.numbers.reading import choose
 from app.numbers.segmentation import MAX_GROUPS, segment_upload
 from app.pipeline.batcher import check_ready
@@ -39,10 +44,14 @@ from app.pipeline.prepare import PreparedImage, prepare_all
 from app.pipeline.uploads import Upload, read_form
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from app.feedback.store import FeedbackStore
+
 LOG = logging.getLogger("s4.feedback")
 FIELDS = frozenset({"digit", "text", "predicted", "source"})
 SOURCE = re.compile(r"[ -~]{1,64}")  # printable ASCII, as short as a tag
 RETENTION_EVERY_S = 3600.0
+OPENING = threading.Lock()  # one worker thread opens the database; the others wait for it
 
 
 def database_unavailable() -> HTTPException:
@@ -243,6 +252,10 @@ async def post_feedback(request: Request) -> Response:
     weights and what they read now. The same picture and label again is stored once (the same
     ids come back). A number is stored only when the service finds as many digits as `text` has.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.feedback.store import NewCorrection
+
     state = request.app.state
     settings = state.settings
     check_ready(state.predictor)
@@ -279,7 +292,7 @@ async def post_feedback(request: Request) -> Response:
         )
     ]
     try:
-        stored = await run_in_threadpool(state.feedback_store.add, records)
+        stored = await run_in_threadpool(lambda: opened_store(state).add(records))
     except SQLAlchemyError as exc:
         LOG.error("feedback: the database refused a write: %s", type(exc).__name__)
         raise database_unavailable() from None
@@ -305,8 +318,12 @@ stats_router = APIRouter(tags=["feedback"])
 async def feedback_stats(request: Request) -> FeedbackStats:
     """Counts only (no pictures): corrections stored, how often each served weights version
     read them as meant, and the confusion between the digit meant and the digit read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
-        return FeedbackStats(**await run_in_threadpool(request.app.state.feedback_store.stats))
+        return FeedbackStats(
+            **await run_in_threadpool(lambda: opened_store(request.app.state).stats())
+        )
     except SQLAlchemyError:
         raise database_unavailable() from None
 
@@ -317,8 +334,10 @@ admin_router = APIRouter(
 )
 
 
-def idx_tar(store: FeedbackStore) -> bytes:
+def idx_tar(store: "FeedbackStore") -> bytes:
     """Every stored digit as MNIST's IDX files, in one tar archive."""
+    from app.feedback.idx import IMAGES_FILE, LABELS_FILE, idx_images, idx_labels
+
     digits = store.digits()
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
@@ -341,8 +360,10 @@ def idx_tar(store: FeedbackStore) -> bytes:
 async def export_feedback(request: Request) -> Response:
     """feedback-images-idx3-ubyte and feedback-labels-idx1-ubyte, as `s4digits feedback export`
     writes them from the database directly; any MNIST reader takes them."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
-        data = await run_in_threadpool(idx_tar, request.app.state.feedback_store)
+        data = await run_in_threadpool(lambda: idx_tar(opened_store(request.app.state)))
     except SQLAlchemyError:
         raise database_unavailable() from None
     disposition = 'attachment; filename="feedback-idx.tar"'
@@ -351,27 +372,47 @@ async def export_feedback(request: Request) -> Response:
     )
 
 
+def opened_store(state) -> "FeedbackStore":
+    """The app's store, opened (and its schema brought up to date) if it was not yet.
+
+    Blocking: call it from a worker thread. SQLAlchemyError if the database cannot be reached."""
+    with OPENING:
+        if state.feedback_store is None:
+            from app.feedback.store import FeedbackStore
+
+            store = FeedbackStore(state.settings.database_url)
+            store.upgrade()
+            state.feedback_store = store
+    return state.feedback_store
+
+
 async def start(app: FastAPI, settings: Settings) -> None:
-    """At start-up: open the database, bring its schema up to date, start retention."""
-    store = FeedbackStore(settings.database_url)
-    await run_in_threadpool(store.upgrade)
-    LOG.info("feedback: corrections kept in %s", display_url(settings.database_url))
-    app.state.feedback_store = store
+    """At start-up: open the database and bring its schema up to date (unless the schema is known
+    to be, then at first use), and start retention."""
+    app.state.feedback_store = None
     app.state.feedback_retention = None
-    if settings.feedback_retention_days is not None:
-        app.state.feedback_retention = asyncio.create_task(
-            apply_retention(store, settings.feedback_retention_days)
-        )
+    days = settings.feedback_retention_days
+    if os.environ.get(SCHEMA_UP_TO_DATE_ENV) == "1" and days is None:
+        return
+    from app.feedback.store import display_url
+
+    store = await run_in_threadpool(opened_store, app.state)
+    LOG.info("feedback: corrections kept in %s", display_url(settings.database_url))
+    if days is not None:
+        app.state.feedback_retention = asyncio.create_task(apply_retention(store, days))
 
 
 async def stop(app: FastAPI) -> None:
     if app.state.feedback_retention is not None:
         app.state.feedback_retention.cancel()
-    app.state.feedback_store.close()
+    if app.state.feedback_store is not None:
+        app.state.feedback_store.close()
 
 
-async def apply_retention(store: FeedbackStore, days: int) -> None:
+async def apply_retention(store: "FeedbackStore", days: int) -> None:
     """Delete corrections older than ``days`` now and every hour after."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     while True:
         try:
             deleted = await run_in_threadpool(store.delete_older_than, days)

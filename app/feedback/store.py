@@ -111,6 +111,11 @@ def stored_digits(url: str, up_to_id: int | None = None) -> list[StoredDigit]:
     return _with_store(url, lambda store: store.digits(up_to_id))
 
 
+def upgrade_schema(url: str) -> None:
+    """Bring the schema at ``url`` up to date; DatabaseError says why it cannot be."""
+    _with_store(url, lambda store: None)
+
+
 def migrate(url: str) -> int:
     """Bring the schema at ``url`` up to date; how many corrections it holds."""
     return _with_store(url, lambda store: store.count())

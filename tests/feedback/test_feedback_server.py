@@ -1,22 +1,25 @@
 """POST /feedback against real `python -m app` processes on loopback, on SQLite and PostgreSQL:
 two workers writing at once lose and duplicate nothing; a worker killed mid-write leaves a sound
-database without a partial record."""
+database without a partial record; the supervisor brings the schema up to date before its
+workers start, and they load SQLAlchemy only for their first correction."""
 
 import asyncio
 import contextlib
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from app.feedback.store import TABLE, FeedbackStore
+from app.feedback.store import HEAD_REVISION, TABLE, FeedbackStore, schema_revision
 from bench.numbers import compose
 from bench.servers import running_server
 from tests.feedback.conftest import BACKENDS, fresh_database_url
@@ -57,6 +60,45 @@ def stored_keys(url: str) -> list[tuple]:
         keys = connection.execute(sa.select(TABLE.c.sha256, TABLE.c.position, TABLE.c.label)).all()
     store.close()
     return [tuple(key) for key in keys]
+
+
+def workers_with_sqlalchemy(server) -> list[bool]:
+    """For each worker (not multiprocessing's helper): whether SQLAlchemy's compiled modules are
+    mapped in it, i.e. it has imported SQLAlchemy."""
+    loaded = []
+    for pid in server.pids()[1:]:
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            loaded.append("/sqlalchemy/" in Path(f"/proc/{pid}/maps").read_text())
+    return loaded
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_supervisor_migrates_and_workers_load_sqlalchemy_at_their_first_correction(
+    backend, tmp_path, reading_weights, mnist_test_set, encode_image
+):
+    images, labels = mnist_test_set
+    with contextlib.contextmanager(fresh_database_url)(backend, tmp_path) as url:
+        env = server_env(reading_weights, url, workers=2)
+        with running_server(env, command=PYTHON_APP) as server:
+            store = FeedbackStore(url)
+            with store.engine.connect() as connection:
+                assert schema_revision(connection) == HEAD_REVISION  # before any correction
+            store.close()
+            assert workers_with_sqlalchemy(server) == [False, False]
+            statuses = asyncio.run(
+                post_all(server.url, [(encode_image(images[0]), {"digit": str(labels[0])})])
+            )
+            assert statuses == [201]
+            assert sorted(workers_with_sqlalchemy(server)) == [False, True]
+        assert len(stored_keys(url)) == 1
+
+
+def test_an_unusable_database_stops_the_start(reading_weights):
+    env = {**os.environ, **server_env(reading_weights, "mysql://s4@127.0.0.1/x", workers=2)}
+    env.update(S4_HOST="127.0.0.1", S4_PORT="0")
+    done = subprocess.run(PYTHON_APP, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr  # uvicorn's STARTUP_FAILURE
+    assert "only sqlite:///PATH and postgresql+psycopg" in done.stderr
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
