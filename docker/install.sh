@@ -11,11 +11,12 @@
 # Linux build bundles the CUDA runtime. The versions are pinned in pyproject.toml only.
 #
 # Then what the service never reads leaves the venv (docs/decisions.md has the figures): pip and
-# setuptools (nothing is installed into the image's venv after this), the packages' test suites,
-# C headers, Cython sources and type stubs, ONNX Runtime's C API library (the Python module has
-# the runtime built in and never loads it), and the debug symbols of the packages' own extension
-# modules (`strip`, from binutils). Bytecode stays: without it every worker would compile the
-# web stack at each start (+0.8 s). The libraries auditwheel vendored (*.libs/) are left as built.
+# setuptools (nothing is installed into it after this; setuptools stays where a package requires
+# it), the packages' test suites, C headers, Cython sources and type stubs, ONNX Runtime's C API
+# library (the Python module has the runtime built in and never loads it), and the debug symbols
+# of the packages' own extension modules (`strip`, from binutils). Bytecode stays: without it
+# every worker would compile the web stack at each start (+0.8 s). The libraries auditwheel
+# vendored (*.libs/) are left as built.
 set -euo pipefail
 
 venv_dir=${1:?usage: docker/install.sh VENV_DIR [PROJECT_DIR]}
@@ -23,10 +24,15 @@ project_dir=${2:-.}
 requirement=$project_dir${EXTRAS:+[$EXTRAS]}
 
 python3 -m venv "$venv_dir"
+pip=("$venv_dir/bin/python" -m pip --disable-pip-version-check --no-input)
 # A regular (not editable) install: the venv works without the source tree beside it.
-"$venv_dir/bin/python" -m pip --disable-pip-version-check --no-input install "$requirement"
+"${pip[@]}" install "$requirement"
 
-"$venv_dir/bin/python" -m pip --disable-pip-version-check --no-input uninstall -q -y pip setuptools
+# setuptools stays where an installed package requires it (torch does: the CUDA image).
+if "${pip[@]}" show setuptools 2>/dev/null | grep -qx 'Required-by: *'; then
+    "${pip[@]}" uninstall -q -y setuptools
+fi
+"${pip[@]}" uninstall -q -y pip
 site_packages=$("$venv_dir/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 find "$site_packages" -depth -type d -name tests -exec rm -rf {} +
 find "$site_packages" -type f \( -name '*.h' -o -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' \) \
