@@ -43,7 +43,7 @@ RUN groupadd --gid 10001 s4digits \
 # The service resolves S4_WEIGHTS (default weights/s4net.safetensors) against this directory.
 WORKDIR /srv/s4digits
 COPY docker/healthcheck.py docker/
-COPY weights/s4net.safetensors weights/s4net.json weights/
+COPY weights/s4net.safetensors weights/s4net.json weights/digit-check.safetensors weights/digit-check.json weights/
 # Readable by the service user whatever the modes in the checkout (umask 077, say). data/ holds
 # the corrections sent to POST /feedback (S4_DATABASE_URL's default, a SQLite file): a volume the
 # service user owns, writable even with a read-only root file system. One container per volume;

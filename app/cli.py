@@ -209,17 +209,19 @@ def read_number_files(files: list[Path], settings) -> list[FileNumber]:
     cannot be served."""
     import numpy as np
 
+    from app.numbers.check import load_check
     from app.numbers.reading import choose, encode_number
     from app.numbers.segmentation import segment_upload
     from app.pipeline.errors import ImageRejected
     from app.pipeline.uploads import Upload
 
     predictor = loaded_predictor(settings)
+    check = load_check(settings.digit_check)
     results = []
     for index, file in enumerate(files):
         try:
             upload = Upload(index, str(file), file.read_bytes())
-            found = segment_upload(upload, settings.max_pixels)
+            found = segment_upload(upload, settings.max_pixels, check)
         except OSError as exc:
             results.append(FileNumber(file, None, f"cannot read {file}: {exc.strerror}"))
             continue
@@ -234,12 +236,13 @@ def read_number_files(files: list[Path], settings) -> list[FileNumber]:
 
 def predict(args: argparse.Namespace) -> int:
     from app.artifacts.weights import WeightsError
+    from app.numbers.check import CheckWeightsError
     from app.settings import Settings
 
     settings = Settings(weights=args.weights) if args.weights else Settings()
     try:
         results = (read_number_files if args.number else predict_files)(args.files, settings)
-    except WeightsError as exc:
+    except (WeightsError, CheckWeightsError) as exc:
         return fail(f"cannot load the model: {exc}")
     for result in results:
         if result.error is not None:

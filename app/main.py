@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import importlib
+import logging
 import time
 from contextlib import asynccontextmanager
 
@@ -12,14 +13,18 @@ from fastapi.middleware import Middleware
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import admin, health, model_card, page, predict, prometheus, read, v2
 from app.api.schemas import errors_as_text
 from app.metrics import Metrics, configure_request_log, record_request
+from app.numbers.check import CheckWeightsError, DigitCheck, load_check
 from app.pipeline.errors import PipelineError
 from app.settings import Settings, get_settings
 from app.versions import ModelVersions
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Reads handwritten digits with the **S4 net**, a 19,570-parameter CNN trained on MNIST.
@@ -112,6 +117,15 @@ class RequestMiddleware:
         )
 
 
+def load_digit_check(settings: Settings) -> DigitCheck | CheckWeightsError:
+    """The digit check /read needs, or why it could not be loaded (then /read answers 503)."""
+    try:
+        return load_check(settings.digit_check)
+    except CheckWeightsError as exc:
+        logger.error("%s; /read will answer 503", exc)
+        return exc
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own settings, production reads the environment."""
     settings = settings or get_settings()
@@ -132,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The primary version's: what answers requests that name no version (app/versions.py).
         app.state.predictor = versions.primary.predictor
         app.state.batcher = versions.primary.batcher
+        app.state.digit_check = await run_in_threadpool(load_digit_check, settings)
         if settings.grpc:  # imported only when served: the module brings in grpcio
             from app.api import grpc_server
 

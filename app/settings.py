@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         Path("weights/s4net.safetensors"),
         description="Weights file; its card is the .json beside it. Relative to the working dir.",
     )
+    digit_check: Path = Field(
+        Path("weights/digit-check.safetensors"),
+        description="The digit check /read uses to judge candidate digits (app/numbers/check.py; "
+        "`python -m training.digit_check` trains it). Relative to the working dir.",
+    )
     # NoDecode: the validator below takes the comma-separated form people write by hand.
     served_versions: Annotated[list[str], NoDecode] = Field(
         [],

@@ -45,6 +45,7 @@ from training.mnist import TEST_IMAGES, TEST_LABELS, read_idx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("S4_DATA_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
 COMMITTED_WEIGHTS = REPO_ROOT / "weights" / "s4net.safetensors"
+COMMITTED_CHECK = REPO_ROOT / "weights" / "digit-check.safetensors"
 
 
 @dataclass(frozen=True)

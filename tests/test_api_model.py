@@ -1,9 +1,13 @@
 """GET /model, /health, /ready and /docs through the real app and its lifespan."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from tests.test_model import spec_table
+
+PNG_SEVEN = (Path(__file__).resolve().parent.parent / "docs" / "seven.png").read_bytes()
 
 
 def test_model_reports_the_34_layers_and_params(make_client, untrained_weights):
@@ -95,6 +99,28 @@ def test_without_weights_the_service_starts_and_says_why(make_client, tmp_path):
     assert model["weights"]["loaded"] is False
     assert model["weights"]["sha256"] is None
     assert str(missing) in model["weights"]["error"]
+
+
+def test_model_has_the_digit_checks_card(make_client, untrained_weights):
+    with make_client(weights=untrained_weights) as client:
+        check = client.get("/model").json()["digit_check"]
+    assert check["loaded"] is True and check["error"] is None
+    assert check["sha256"] == check["card"]["weights_sha256"]
+    assert check["parameters"] == check["card"]["parameters"] > 0
+    assert check["card"]["holdout"]["accuracy"] > 0.9
+
+
+def test_without_the_digit_check_read_answers_503_and_predict_still_works(
+    make_client, untrained_weights, tmp_path
+):
+    missing = tmp_path / "digit-check.safetensors"
+    with make_client(weights=untrained_weights, digit_check=missing) as client:
+        check = client.get("/model").json()["digit_check"]
+        read = client.post("/read", content=b"\x89PNG", headers={"Content-Type": "image/png"})
+        seven = client.post("/predict", files={"file": ("7.png", PNG_SEVEN, "image/png")})
+    assert check["loaded"] is False and str(missing) in check["error"]
+    assert read.status_code == 503 and "digit check" in read.json()["detail"]
+    assert seven.status_code == 200
 
 
 def test_docs_render_and_every_endpoint_is_described(make_client, untrained_weights):

@@ -6,7 +6,14 @@ segmentation that breaks, not noise; the figures themselves come from `python -m
 
 import pytest
 
-from bench.numbers import committed_forward, evaluate, review_figures, samples, tallies
+from bench.numbers import (
+    committed_check,
+    committed_forward,
+    evaluate,
+    review_figures,
+    samples,
+    tallies,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +31,9 @@ KEPT_FLOOR = 0.95  # exact share of the numbers not flagged needs_review
 
 def test_composed_numbers_are_read_above_the_floors():
     outcomes = evaluate(
-        samples("test", count_per_cell=3, seed=1, lengths=range(1, 7)), committed_forward()
+        samples("test", count_per_cell=3, seed=1, lengths=range(1, 7)),
+        committed_forward(),
+        committed_check(),
     )
     result = tallies(outcomes)
     for cell, floor in FLOORS.items():

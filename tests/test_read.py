@@ -17,7 +17,7 @@ from app.api.schemas import ReadResponse
 from app.main import create_app
 from app.numbers.reading import REVIEW_BELOW
 from app.settings import Settings
-from bench.numbers import compose
+from training.numbers import compose
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from starlette.responses import Response
 
 from app.api.admin import bearer_token, check_bearer_token, require_admin_token
 from app.api.dependencies import get_app_settings
-from app.api.read import check_candidate_count
+from app.api.read import check_candidate_count, loaded_check
 from app.api.schemas import error_responses
 from app.feedback import SCHEMA_UP_TO_DATE_ENV
 from app.numbers.reading import choose
@@ -138,7 +138,9 @@ async def read_as_number(
     """The picture read as /read reads it: (its digits, left to right, the weights' SHA-256);
     InvalidCorrection when it finds another count of digits than ``label`` has."""
     state = request.app.state
-    found = await run_in_threadpool(segment_upload, upload, state.settings.max_pixels)
+    found = await run_in_threadpool(
+        segment_upload, upload, state.settings.max_pixels, loaded_check(state)
+    )
     check_candidate_count(len(found.candidates), state.settings.batch_queue_images)
     result = await state.batcher.predict(found.candidates)
     reading = choose(found, result.probabilities)

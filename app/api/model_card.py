@@ -1,4 +1,5 @@
-"""GET /model: the layer summary of the S4 net and what is known about the served weights."""
+"""GET /model: the layer summary of the S4 net, what is known about the served weights, and the
+card of the digit check /read uses."""
 
 from functools import cache
 from typing import Annotated, Literal
@@ -7,9 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from app.api.dependencies import get_predictor
-from app.api.schemas import Layer, ModelSummary, WeightsInfo, error_responses
+from app.api.schemas import DigitCheckInfo, Layer, ModelSummary, WeightsInfo, error_responses
 from app.artifacts.architecture import INPUT_SHAPE, LayerRow, format_summary_table, layer_rows
 from app.inference import Predictor
+from app.numbers.check import DigitCheck
 
 router = APIRouter(tags=["model"])
 
@@ -73,4 +75,15 @@ def model_summary(
         non_trainable_params=total - trainable,
         layers=[Layer(**vars(row)) for row in rows],
         weights=_weights_info(predictor),
+        digit_check=_check_info(request.app.state),
+    )
+
+
+def _check_info(state) -> DigitCheckInfo:
+    check, path = state.digit_check, str(state.settings.digit_check)
+    if not isinstance(check, DigitCheck):
+        return DigitCheckInfo(loaded=False, file=path, error=str(check))
+    parameters = sum(tensor.size for tensor in check.tensors.values())
+    return DigitCheckInfo(
+        loaded=True, file=path, sha256=check.sha256, parameters=parameters, card=check.card
     )

@@ -14,10 +14,11 @@ from starlette.responses import Response
 
 from app.api.predict import REQUEST_BODY
 from app.api.schemas import ReadResponse, error_responses
+from app.numbers.check import DigitCheck
 from app.numbers.reading import choose, encode_number
 from app.numbers.segmentation import Segmentation, segment_upload
 from app.pipeline.batcher import check_ready, unbatch
-from app.pipeline.errors import UploadTooLarge
+from app.pipeline.errors import ModelNotReady, UploadTooLarge
 from app.pipeline.uploads import Upload, read_uploads
 
 READ_ERRORS = error_responses(
@@ -32,10 +33,19 @@ READ_ERRORS = error_responses(
 router = APIRouter(tags=["read"])
 
 
-def segment_uploads(uploads: list[Upload], max_pixels: int) -> list[Segmentation]:
+def segment_uploads(
+    uploads: list[Upload], max_pixels: int, check: DigitCheck
+) -> list[Segmentation]:
     """``segment_upload`` each upload, in order (CPU work, run in a worker thread); the first
     picture that cannot be read fails the request, with a message that names it."""
-    return [segment_upload(upload, max_pixels) for upload in uploads]
+    return [segment_upload(upload, max_pixels, check) for upload in uploads]
+
+
+def loaded_check(state) -> DigitCheck:
+    """The digit check the app loaded at start-up; ModelNotReady (503), saying why, if none."""
+    if not isinstance(state.digit_check, DigitCheck):
+        raise ModelNotReady(f"the digit check is not loaded: {state.digit_check}")
+    return state.digit_check
 
 
 def check_candidate_count(count: int, limit: int) -> None:
@@ -68,11 +78,12 @@ async def read_numbers(request: Request) -> Response:
     state = request.app.state
     settings = state.settings
     check_ready(state.predictor)
+    check = loaded_check(state)
     uploads = await read_uploads(request, settings.max_images, settings.max_image_bytes)
     # In a worker thread, not on the forward thread (batcher.prepare_and_predict): the batcher
     # counts a job's images against its limits before preparing them, and how many candidate
     # digits a picture holds is known only once it is segmented.
-    segmentations = await run_in_threadpool(segment_uploads, uploads, settings.max_pixels)
+    segmentations = await run_in_threadpool(segment_uploads, uploads, settings.max_pixels, check)
     candidates = [image for found in segmentations for image in found.candidates]
     check_candidate_count(len(candidates), settings.batch_queue_images)
     result = await state.batcher.predict(candidates)

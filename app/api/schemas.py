@@ -81,6 +81,19 @@ class ModelSummary(BaseModel):
     non_trainable_params: int
     layers: list[Layer]
     weights: WeightsInfo
+    digit_check: "DigitCheckInfo" = Field(
+        description="The second, smaller model /read uses: it judges whether a candidate digit is "
+        "one whole digit (app/numbers/check.py)."
+    )
+
+
+class DigitCheckInfo(BaseModel):
+    loaded: bool
+    file: str
+    sha256: str | None = None
+    parameters: int | None = None
+    card: dict | None = Field(None, description="Its card: how it was trained and judged.")
+    error: str | None = None
 
 
 class DigitProbability(BaseModel):

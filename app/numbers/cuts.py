@@ -45,7 +45,7 @@ CUT_STEP = 0.1
 
 
 # Bound on the work one piece may ask for: candidate spans cut from it.
-MAX_SPANS_PER_PIECE = 300
+MAX_SPANS_PER_PIECE = 600
 
 
 def may_hold_several(ink: np.ndarray, typical: float) -> bool:

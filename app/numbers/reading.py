@@ -1,8 +1,9 @@
 """Step 3 of reading a number: the best reading of the candidates the net has read.
 
 ``choose`` finds the best left-to-right path by dynamic programming over the net's
-log-probabilities plus width and shape priors, calibrates the number's probability and sets
-``needs_review``; ``read_number`` runs all three steps offline; ``encode_number`` is the answer.
+log-probabilities, the digit check's log P(one whole digit) and width and shape priors,
+calibrates the number's probability and sets ``needs_review``; ``read_number`` runs all three
+steps offline; ``encode_number`` is the answer.
 """
 
 from collections.abc import Callable, Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.numbers.check import DigitCheck
 from app.numbers.segmentation import Box, Segmentation, segment
 from app.pipeline.uploads import Upload
 
@@ -34,8 +36,8 @@ ASPECT_SPREAD = (0.17, 0.2, 0.21, 0.16, 0.16, 0.24, 0.16, 0.17, 0.17, 0.14)
 ASPECT_WEIGHT = 0.25
 
 
-# Each digit read costs this much log-probability: one confident digit beats two shaky halves.
-DIGIT_COST = 1.0
+# The digit check's log P(one whole digit) counts this much against the net's log-probability.
+CHECK_WEIGHT = 0.5
 
 
 # A path whose digit count differs from the best's by at least this score is no rival.
@@ -43,12 +45,13 @@ MAX_MARGIN = 12.0
 
 
 # Calibration: probability = sigmoid(a + b * log(-sum of log p(digit)) + c * log(margin) + d *
-# the oddest digit's shape cost), the margin being to the best path with another digit count;
+# the oddest digit's shape cost + e * log(-sum of the check's log P(whole))), the margin being to
+# the best path with another digit count;
 # fitted on the holdout (bench/numbers.py --calibrate, fit_calibration); flagged below REVIEW_BELOW.
-CALIBRATION = (-1.237, -0.6795, 0.7717, -0.08912)
+CALIBRATION = (-1.64, -0.6339, 0.3835, -0.1036, -0.4345)
 
 
-REVIEW_BELOW = 0.9661
+REVIEW_BELOW = 0.9952
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class NumberReading:
 
 def choose(segmentation: Segmentation, probabilities: np.ndarray) -> NumberReading:
     """The reading with the best score: the path of candidates from the first position to the
-    last maximising the sum of the digits' log-probabilities and width priors (dynamic
+    last maximising the sum of the digits' log-probabilities, the check's and the priors (dynamic
     programming); its calibrated probability and whether a person should review it."""
     confidence = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
     read = probabilities.argmax(axis=1)
@@ -81,7 +84,7 @@ def choose(segmentation: Segmentation, probabilities: np.ndarray) -> NumberReadi
     ) ** 2 / 2
     score = (
         confidence
-        - DIGIT_COST
+        + CHECK_WEIGHT * segmentation.log_whole
         - WIDTH_PRIOR * np.maximum(0.0, np.asarray(segmentation.widths) - WIDE_OK) ** 2
         - ASPECT_WEIGHT * odd_shape
     )
@@ -115,6 +118,7 @@ def choose(segmentation: Segmentation, probabilities: np.ndarray) -> NumberReadi
             float(np.log(1e-6 - logs.sum())),  # log of the digits' doubt, -log p(all digits)
             float(np.log(1e-3 + margin)),
             float(odd_shape[list(path)].max()),
+            float(np.log(1e-3 - segmentation.log_whole[list(path)].sum())),
         ]
     )
     probability = calibrated(features)
@@ -153,10 +157,13 @@ def fit_calibration(features: Sequence[np.ndarray], exact: Sequence[bool]) -> st
     return f"CALIBRATION = ({', '.join(f'{v:.4g}' for v in w)})\nREVIEW_BELOW = {threshold:.4g}"
 
 
-def read_number(gray: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]) -> NumberReading:
+def read_number(
+    gray: np.ndarray, forward: Callable[[np.ndarray], np.ndarray], check: DigitCheck
+) -> NumberReading:
     """Read the number in ``gray`` (uint8 levels) with ``forward``: uint8 [N, 28, 28] -> float
-    probabilities [N, 10], e.g. ``Predictor.forward(...).probabilities`` or a Runtime."""
-    segmentation = segment(gray)
+    probabilities [N, 10], e.g. ``Predictor.forward(...).probabilities`` or a Runtime; and the
+    digit ``check`` (``app.numbers.check.load_check``)."""
+    segmentation = segment(gray, check)
     pixels = np.stack([candidate.pixels for candidate in segmentation.candidates])
     return choose(segmentation, forward(pixels))
 

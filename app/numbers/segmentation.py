@@ -3,19 +3,20 @@
 Three steps, so that all the net's work for a picture is one batched forward pass (this module
 is step 1, with its parts in app/numbers/marks.py and cuts.py; step 3 is app/numbers/reading.py):
 
-1. ``segment(gray)`` (pure): ink found as /predict finds it (``app.pipeline.ink_levels``),
+1. ``segment(gray, check)`` (pure): ink found as /predict finds it (``app.pipeline.ink_levels``),
    connected components (OpenCV), specks and stray strokes dropped, pieces of one digit merged.
    What is left is over-segmented on purpose: each piece may be cut where digits touch (straight
    cuts along the writing's slant, and drop-fall paths that follow the gap between strokes), and
    two narrow neighbours may also be read as one digit. Every candidate digit (a span between
    two positions) is brought to MNIST form exactly as /predict brings one
-   (``app.pipeline.ink_to_mnist_form``) and gets a width prior from the writing's own digits.
+   (``app.pipeline.ink_to_mnist_form``), gets a width prior from the writing's own digits, and
+   is judged in its context by the digit check (``app.numbers.check``): is it one whole digit?
 2. The caller runs the net on every candidate at once (the service: its shared batcher).
 3. ``choose(segmentation, probabilities)`` (pure): the best left-to-right path of candidates by
-   dynamic programming over the net's log-probabilities plus the width priors; the number's
+   dynamic programming over the net's log-probabilities, the check's and the priors; the number's
    ``probability`` is calibrated (``CALIBRATION``) and ``needs_review`` set below REVIEW_BELOW.
 
-``read_number(gray, forward)`` does all three with a plain forward function (offline use).
+``read_number(gray, forward, check)`` does all three with a plain forward function (offline use).
 All thresholds are relative to the writing's size (its typical digit height), never fixed pixel
 counts; they and the calibration were tuned on numbers composed from the MNIST training set's
 last 5,000 images (``python -m bench.numbers --source holdout --calibrate``), never on test
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.numbers.check import DigitCheck, view
 from app.numbers.cuts import (
     MAX_CUT_WIDTH,
     MAX_SPANS_PER_PIECE,
@@ -40,6 +42,7 @@ from app.numbers.marks import (
     DIGIT_SIZED,
     MIN_DIGIT_HEIGHT,
     SPECK_SIZE,
+    Line,
     Piece,
     components,
     merge_by_overlap,
@@ -85,11 +88,16 @@ class Segmentation:
     spans: list[tuple[int, int]]  # each candidate's (start, end) position, start < end
     widths: list[float]  # each candidate's ink width, in the writing's typical digit widths
     aspects: list[float]  # each candidate's ink width over its height
+    views: np.ndarray  # uint8 [N, 2, SIDE, SIDE]: each candidate in its context (check.view)
+    log_whole: np.ndarray  # float64 [N]: the digit check's log P(one whole digit); 0 without it
     positions: int
+    inks: list[tuple[int, int, np.ndarray]] | None = None  # (left, top, ink), if asked for
 
 
-def segment(gray: np.ndarray) -> Segmentation:
-    """uint8 gray levels -> candidate digits; raises BlankImage like /predict, or TooManyMarks."""
+def segment(gray: np.ndarray, check: DigitCheck | None, keep_ink: bool = False) -> Segmentation:
+    """uint8 gray levels -> candidate digits, each judged by ``check`` (None: not judged, as
+    when the check itself is trained); raises BlankImage like /predict, or TooManyMarks.
+    ``keep_ink``: also keep each candidate's ink and where it lies (training/digit_check.py)."""
     levels = ink_levels(gray)
     labels, pieces = components(levels)
     height = writing_height(pieces)
@@ -119,7 +127,8 @@ def segment(gray: np.ndarray) -> Segmentation:
         )
     groups.sort(key=lambda group: group.middle[0])
     typical = typical_digit_width(groups, height)
-    builder = _Builder(labels, levels, height, typical)
+    builder = _Builder(labels, levels, line, typical, keep_ink)
+    builder.short = {piece.labels[0] for piece in pieces if piece.height < DIGIT_SIZED * height}
     starts = []
     for group in groups:
         starts.append(builder.position)
@@ -130,6 +139,7 @@ def segment(gray: np.ndarray) -> Segmentation:
     if not builder.candidates:  # no mark looks like a digit: read all the ink as one
         builder.add_candidate(levels, 0, 0, 0, 1, 0.0)
         builder.position = 1
+    views = np.stack(builder.views)
     return Segmentation(
         (gray.shape[1], gray.shape[0]),
         builder.candidates,
@@ -137,20 +147,27 @@ def segment(gray: np.ndarray) -> Segmentation:
         builder.spans,
         builder.widths,
         builder.aspects,
+        views,
+        check.log_whole(views) if check else np.zeros(len(views)),
         builder.position + 1,
+        builder.inks,
     )
 
 
 class _Builder:
     """Collects the candidates of one picture, group by group, left to right."""
 
-    def __init__(self, labels: np.ndarray, levels: np.ndarray, height: float, typical: float):
-        self.labels, self.levels, self.height, self.typical = labels, levels, height, typical
+    def __init__(self, labels, levels, line: Line, typical: float, keep_ink: bool):
+        self.labels, self.levels, self.line, self.typical = labels, levels, line, typical
+        self.height = line.height
         self.candidates: list[PreparedImage] = []
         self.boxes: list[Box] = []
         self.spans: list[tuple[int, int]] = []
         self.widths: list[float] = []
         self.aspects: list[float] = []
+        self.views: list[np.ndarray] = []
+        self.short: set[int] = set()  # labels of the components shorter than a digit
+        self.inks: list[tuple[int, int, np.ndarray]] | None = [] if keep_ink else None
         self.position = 0  # where the next group starts
 
     def ink_of(self, group: Piece) -> np.ndarray:
@@ -161,10 +178,15 @@ class _Builder:
         rows = np.flatnonzero(ink.any(axis=1))
         cols = np.flatnonzero(ink.any(axis=0))
         ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        left, top = left + int(cols[0]), top + int(rows[0])
         self.candidates.append(
             PreparedImage(input_size=ink.shape[::-1], pixels=ink_to_mnist_form(ink))
         )
-        self.boxes.append((left + int(cols[0]), top + int(rows[0]), ink.shape[1], ink.shape[0]))
+        self.boxes.append((left, top, ink.shape[1], ink.shape[0]))
+        middle = self.line.middle + self.line.slope * (left + ink.shape[1] / 2)
+        self.views.append(view(self.levels, ink, left, top, middle, self.height))
+        if self.inks is not None:
+            self.inks.append((left, top, ink))
         self.spans.append((start, end))
         self.widths.append(width_ratio)
         self.aspects.append(ink.shape[1] / ink.shape[0])
@@ -176,6 +198,14 @@ class _Builder:
             self.add_candidate(
                 ink, group.left, group.top, start, start + 1, group.width / self.typical
             )
+            tall = [label for label in group.labels if label not in self.short]
+            if tall and len(tall) < len(group.labels):  # and without its short pieces: a stroke
+                # added to the digit (the check tells it from a 5's bar or a 4's broken arm)
+                alone = Piece(tall, group.top, group.bottom, group.left, group.right, group.mass)
+                self.add_candidate(
+                    self.ink_of(alone), group.left, group.top, start, start + 1,
+                    group.width / self.typical,
+                )  # fmt: skip
             self.position = start + 1
             return
         paths = cut_paths(ink, self.height)
@@ -226,9 +256,9 @@ class _Builder:
         )
 
 
-def segment_upload(upload: Upload, max_pixels: int) -> Segmentation:
+def segment_upload(upload: Upload, max_pixels: int, check: DigitCheck) -> Segmentation:
     """Decode an upload and ``segment`` it; ImageRejected & kin name the upload, as /predict's."""
     try:
-        return segment(decode(upload.data, max_pixels))
+        return segment(decode(upload.data, max_pixels), check)
     except ImageRejected as exc:
         raise naming(upload, exc) from None

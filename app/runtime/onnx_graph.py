@@ -97,12 +97,72 @@ def build_onnx_graph(
         initializers.append(_tensor("temperature", np.float32(temperature)))
         nodes.append(_node("Div", [current, "temperature"], "tempered"))
         nodes.append(_node("Softmax", ["tempered"], "probabilities", axis=1))
+    return _model(
+        "s4net",
+        nodes,
+        initializers,
+        _value_info("images", np.uint8, ["batch", *INPUT_SHAPE[1:]]),
+        _value_info("probabilities", np.float32, ["batch", NUM_CLASSES]),
+        metadata,
+    )
+
+
+def build_check_graph(tensors: Mapping[str, np.ndarray], side: int) -> bytes:
+    """The digit check (app/numbers/check.py) as an ONNX model file's bytes (opset 17).
+
+    Input ``views``: uint8 [N, 2, side, side]; output ``logits``: float32 [N, 1], the logit of
+    "one whole digit". ``tensors``: training/digit_check.py's module's state dict: conv1-conv3
+    (3x3, padding 1, each followed by ReLU and 2x2 max pooling), dense1 (ReLU) and dense2.
+    """
+    initializers = [_tensor("scale", np.float32(255.0))]
+    nodes = [
+        _node("Cast", ["views"], "pixels", to=_FLOAT_TYPE),
+        _node("Div", ["pixels", "scale"], "x0"),
+    ]
+    current = "x0"
+    for name in ("conv1", "conv2", "conv3"):
+        weights = [f"{name}.weight", f"{name}.bias"]
+        initializers += [_tensor(w, tensors[w]) for w in weights]
+        nodes += [
+            _node("Conv", [current, *weights], name, kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            _node("Relu", [name], f"{name}.relu"),
+            _node("MaxPool", [f"{name}.relu"], f"{name}.pool", kernel_shape=[2, 2], strides=[2, 2]),
+        ]
+        current = f"{name}.pool"
+    nodes.append(_node("Flatten", [current], "flat", axis=1))
+    current = "flat"
+    for name in ("dense1", "dense2"):
+        weights = [f"{name}.weight", f"{name}.bias"]
+        initializers += [_tensor(w, tensors[w]) for w in weights]
+        output = "logits" if name == "dense2" else name
+        nodes.append(_node("Gemm", [current, *weights], output, transB=1))
+        if name == "dense1":
+            nodes.append(_node("Relu", [name], f"{name}.relu"))
+            current = f"{name}.relu"
+    return _model(
+        "digit_check",
+        nodes,
+        initializers,
+        _value_info("views", np.uint8, ["batch", 2, side, side]),
+        _value_info("logits", np.float32, ["batch", 1]),
+    )
+
+
+def _model(
+    name: str,
+    nodes: list[bytes],
+    initializers: list[bytes],
+    graph_input: bytes,
+    graph_output: bytes,
+    metadata: Mapping[str, str] | None = None,
+) -> bytes:
+    """ModelProto bytes of one graph with one input and one output."""
     graph = (
         _repeated(1, nodes)
-        + _string(2, "s4net")
+        + _string(2, name)
         + _repeated(5, initializers)
-        + _message(11, _value_info("images", np.uint8, ["batch", *INPUT_SHAPE[1:]]))
-        + _message(12, _value_info("probabilities", np.float32, ["batch", NUM_CLASSES]))
+        + _message(11, graph_input)
+        + _message(12, graph_output)
     )
     opset = _varint_field(2, ONNX_OPSET)
     # StringStringEntryProto: key (1), value (2).

@@ -46,26 +46,32 @@ class OnnxRuntime:
     name = "onnxruntime"
 
     def __init__(self, tensors: Mapping[str, np.ndarray], threads: int, temperature: float = 1.0):
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Idle pool threads sleep instead of spinning: the CPU they would burn is the other
-        # requests' (and the other workers').
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only
-        self.session = onnxruntime.InferenceSession(
-            build_onnx_graph(tensors, temperature=temperature),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
+        self.session = onnx_session(build_onnx_graph(tensors, temperature=temperature), threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.concatenate(
-            [
-                self.session.run(None, {"images": images[start : start + LARGEST_PASS]})[0]
-                for start in range(0, len(images), LARGEST_PASS)
-            ]
-        )
+        return run_in_passes(self.session, "images", images)
+
+
+def onnx_session(graph: bytes, threads: int) -> "onnxruntime.InferenceSession":
+    """An ONNX Runtime session of ``graph`` on the CPU with ``threads`` threads."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle pool threads sleep instead of spinning: the CPU they would burn is the other
+    # requests' (and the other workers').
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def run_in_passes(session, name: str, inputs: np.ndarray) -> np.ndarray:
+    """``session``'s one output for ``inputs`` (its one input, ``name``), LARGEST_PASS at a time."""
+    return np.concatenate(
+        [
+            session.run(None, {name: inputs[start : start + LARGEST_PASS]})[0]
+            for start in range(0, len(inputs), LARGEST_PASS)
+        ]
+    )
 
 
 def make_runtime(

@@ -17,7 +17,7 @@ from app.feedback.idx import read_idx_pair
 from app.feedback.store import TABLE, FeedbackStore, NewCorrection
 from app.main import create_app
 from app.settings import Settings
-from bench.numbers import compose
+from training.numbers import compose
 
 
 @pytest.fixture

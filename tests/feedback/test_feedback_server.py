@@ -20,9 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.feedback.store import HEAD_REVISION, TABLE, FeedbackStore, schema_revision
-from bench.numbers import compose
 from bench.servers import running_server
 from tests.feedback.conftest import BACKENDS, fresh_database_url
+from training.numbers import compose
 
 PYTHON_APP = (sys.executable, "-m", "app")
 CORRECTIONS = 2000
