@@ -217,7 +217,8 @@ def test_dockerignore_sends_the_package_and_weights_but_no_venv_data_or_caches()
         "tests/conftest.py",
     ]:
         assert dockerignored(kept_out), kept_out
-    for sent in ["pyproject.toml", "app/main.py", "docker/install.sh", "weights/s4net.json"]:
+    sent_files = ["pyproject.toml", "app/main.py", "docker/install.sh", "weights/s4net.json"]
+    for sent in [*sent_files, "weights/digit-check.safetensors", "weights/digit-check.json"]:
         assert not dockerignored(sent), sent
 
 

@@ -135,6 +135,22 @@ def test_a_short_stroke_just_over_a_digit_is_left_out_by_the_digit_check(digits,
     assert read_number(marked, forward, check).text == "407"
 
 
+def test_large_writing_is_read_from_a_smaller_copy_with_boxes_in_the_pictures_pixels(
+    digits, forward, check
+):
+    picture = write([digits[4][0], digits[0][0], digits[7][0]], [12, 12])
+    large = np.asarray(
+        Image.fromarray(picture).resize((picture.shape[1] * 6, picture.shape[0] * 6))
+    )
+    small_reading, large_reading = (
+        read_number(picture, forward, check),
+        read_number(large, forward, check),
+    )
+    assert small_reading.text == large_reading.text == "407"
+    for small, big in zip(small_reading.digits, large_reading.digits, strict=True):
+        assert np.allclose(np.array(big.box), 6 * np.array(small.box), atol=12), (big, small)
+
+
 # Touching and overlapping digits ----------------------------------------------------------
 
 

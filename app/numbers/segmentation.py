@@ -73,6 +73,11 @@ MAX_GROUPS = 40
 MAX_PIECES = 4 * MAX_GROUPS  # before pieces are merged
 
 
+# Writing taller than this (px) is read from a copy scaled down to this height: as fine as
+# MNIST's 20 px digits need, and the work per candidate stays bounded however large the photo.
+MAX_WRITING_HEIGHT = 80
+
+
 class TooManyMarks(ImageRejected):
     """The picture holds more separate marks than a number has digits (a 422, as ImageRejected)."""
 
@@ -91,7 +96,9 @@ class Segmentation:
     views: np.ndarray  # uint8 [N, 2, SIDE, SIDE]: each candidate in its context (check.view)
     log_whole: np.ndarray  # float64 [N]: the digit check's log P(one whole digit); 0 without it
     positions: int
-    inks: list[tuple[int, int, np.ndarray]] | None = None  # (left, top, ink), if asked for
+    # (left, top, ink), if asked for: in the levels read (the picture's pixels unless the writing
+    # is taller than MAX_WRITING_HEIGHT)
+    inks: list[tuple[int, int, np.ndarray]] | None = None
 
 
 def segment(gray: np.ndarray, check: DigitCheck | None, keep_ink: bool = False) -> Segmentation:
@@ -101,6 +108,13 @@ def segment(gray: np.ndarray, check: DigitCheck | None, keep_ink: bool = False) 
     levels = ink_levels(gray)
     labels, pieces = components(levels)
     height = writing_height(pieces)
+    scale = min(1.0, MAX_WRITING_HEIGHT / height)
+    if scale < 1.0:  # a photo of large writing: read from a smaller copy, boxes scaled back
+        import cv2
+
+        levels = cv2.resize(levels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        labels, pieces = components(levels)
+        height = writing_height(pieces)
     pieces = [piece for piece in pieces if max(piece.height, piece.width) >= SPECK_SIZE * height]
     if len(pieces) > MAX_PIECES:
         raise TooManyMarks(
@@ -143,7 +157,7 @@ def segment(gray: np.ndarray, check: DigitCheck | None, keep_ink: bool = False) 
     return Segmentation(
         (gray.shape[1], gray.shape[0]),
         builder.candidates,
-        builder.boxes,
+        [_scaled_back(box, scale) for box in builder.boxes],
         builder.spans,
         builder.widths,
         builder.aspects,
@@ -152,6 +166,15 @@ def segment(gray: np.ndarray, check: DigitCheck | None, keep_ink: bool = False) 
         builder.position + 1,
         builder.inks,
     )
+
+
+def _scaled_back(box: Box, scale: float) -> Box:
+    """A box in the levels read, in the picture's pixels (``scale``: levels over picture)."""
+    if scale == 1.0:
+        return box
+    x, y, w, h = box
+    left, top = int(x / scale), int(y / scale)
+    return left, top, int(np.ceil((x + w) / scale)) - left, int(np.ceil((y + h) / scale)) - top
 
 
 class _Builder:
