@@ -112,7 +112,7 @@ def other_checkout(path: Path) -> Contender:
     path = path.resolve()
     env = {"S4_WEIGHTS": str(path / "weights" / "s4net.safetensors"), "MALLOC_ARENA_MAX": "2"}
     python = str(path / ".venv" / "bin" / "python")
-    return Contender(path.name, (python, "-m", "app"), env, "/ready", ROUTE_NAMES, path)
+    return Contender(path.name, (python, "-m", "app"), env, "/ready", (*ROUTE_NAMES, "read"), path)
 
 
 BASELINE = Contender(

@@ -11,9 +11,15 @@ from PIL import Image, ImageDraw
 
 from app.api.predict import status_code_of
 from app.artifacts.weights import load_weights
-from app.numbers.check import SIDE, load_check
+from app.numbers.check import load_check
 from app.numbers.reading import REVIEW_BELOW, calibrated, choose, read_number
-from app.numbers.segmentation import MAX_GROUPS, Segmentation, TooManyMarks, segment
+from app.numbers.segmentation import (
+    MAX_GROUPS,
+    Segmentation,
+    TooManyMarks,
+    contested,
+    segment,
+)
 from app.pipeline.errors import BlankImage
 from app.pipeline.mnist_form import crop_to_ink, ink_levels, ink_to_mnist_form
 from app.runtime.runtimes import OnnxRuntime
@@ -178,7 +184,6 @@ def test_choose_is_the_best_path_of_log_probabilities_plus_priors():
         spans=[(0, 2), (0, 1), (1, 2)],
         widths=[2.0, 0.9, 0.9],  # the whole is twice the writing's typical digit width
         aspects=[2.0, 0.8, 0.8],
-        views=np.zeros((3, 2, SIDE, SIDE), dtype=np.uint8),
         log_whole=np.zeros(3),  # the check has no say here
         positions=3,
     )
@@ -201,6 +206,17 @@ def test_a_clear_number_is_not_flagged_and_a_doubtful_one_is(digits, forward, ch
     scrawl = write([digits[4][0], digits[8][0], digits[3][0]], [10, -20])
     doubtful = read_number(scrawl, forward, check)
     assert doubtful.needs_review and doubtful.probability < clear.probability
+
+
+def test_only_contested_candidates_are_judged_by_the_check(digits, check):
+    # 0-1, 1-2: each alone at its positions; 2-3 and 2-4 and 3-4: a piece that may be two digits.
+    assert contested([(0, 1), (1, 2), (2, 3), (2, 4), (3, 4)]).tolist() == [
+        False, False, True, True, True
+    ]  # fmt: skip
+    apart = segment(write([digits[4][0], digits[0][0], digits[7][0]], [12, 12]), check)
+    touching = segment(write([digits[3][0], digits[5][1]], [-4]), check)
+    assert not apart.log_whole.any()  # three separate digits: nothing to choose between
+    assert (touching.log_whole < 0).any()
 
 
 def test_the_probability_grows_with_the_digits_confidence():

@@ -40,14 +40,14 @@ LENGTHS = (1, 2, 3, 4, 5, 6)
 def labelled_candidates(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """(views uint8 [N, 2, SIDE, SIDE], whole bool [N]) of every candidate /read would consider."""
     try:
-        found = segment(sample.picture, None, keep_ink=True)
+        found = segment(sample.picture, None)
     except (TooManyMarks, BlankImage):
         return np.zeros((0, 2, SIDE, SIDE), np.uint8), np.zeros(0, bool)
     inked = ink_levels(sample.picture) > 0
     digits = len(sample.text)
     owned = np.bincount(sample.owners[inked], minlength=256)  # each digit's ink that shows
     whole = np.zeros(len(found.candidates), dtype=bool)
-    for index, (left, top, ink) in enumerate(found.inks):
+    for index, (left, top, ink) in enumerate(found.placed):
         area = sample.owners[top : top + ink.shape[0], left : left + ink.shape[1]]
         counts = np.bincount(area[ink > 0], minlength=256)
         counts[0] = 0  # faint edges no digit owns
@@ -56,7 +56,7 @@ def labelled_candidates(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         share_of_candidate = counts[best] / max(1, counts.sum())
         share_of_digit = counts[best] / max(1, owned[best])
         whole[index] = min(share_of_candidate, share_of_digit) >= WHOLE_SHARE
-    return found.views, whole
+    return found.views(range(len(found.candidates))), whole
 
 
 def compose_and_label(job: tuple[str, int, int, int, str]) -> tuple[np.ndarray, np.ndarray]:

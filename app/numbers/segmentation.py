@@ -23,11 +23,12 @@ last 5,000 images (``python -m bench.numbers --source holdout --calibrate``), ne
 digits. The design and its figures: docs/decisions.md.
 """
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.numbers.check import DigitCheck, view
+from app.numbers.check import SIDE, DigitCheck, view
 from app.numbers.cuts import (
     MAX_CUT_WIDTH,
     MAX_SPANS_PER_PIECE,
@@ -93,18 +94,37 @@ class Segmentation:
     spans: list[tuple[int, int]]  # each candidate's (start, end) position, start < end
     widths: list[float]  # each candidate's ink width, in the writing's typical digit widths
     aspects: list[float]  # each candidate's ink width over its height
-    views: np.ndarray  # uint8 [N, 2, SIDE, SIDE]: each candidate in its context (check.view)
-    log_whole: np.ndarray  # float64 [N]: the digit check's log P(one whole digit); 0 without it
+    log_whole: np.ndarray  # float64 [N]: the digit check's log P(one whole digit); 0 where it
+    # was not asked (no check, or no other candidate competes for the candidate's positions)
     positions: int
-    # (left, top, ink), if asked for: in the levels read (the picture's pixels unless the writing
-    # is taller than MAX_WRITING_HEIGHT)
-    inks: list[tuple[int, int, np.ndarray]] | None = None
+    # Each candidate's (left, top, ink) in the ink levels read (the picture's pixels unless the
+    # writing is taller than MAX_WRITING_HEIGHT), those levels, and the line of writing in them.
+    placed: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
+    levels: np.ndarray | None = None
+    line: Line | None = None
+
+    def views(self, indices: Sequence[int]) -> np.ndarray:
+        """uint8 [len(indices), 2, SIDE, SIDE]: those candidates in their context (check.view)."""
+        views = np.zeros((len(indices), 2, SIDE, SIDE), dtype=np.uint8)
+        for row, index in enumerate(indices):
+            left, top, ink = self.placed[index]
+            middle = self.line.middle + self.line.slope * (left + ink.shape[1] / 2)
+            views[row] = view(self.levels, ink, left, top, middle, self.line.height)
+        return views
 
 
-def segment(gray: np.ndarray, check: DigitCheck | None, keep_ink: bool = False) -> Segmentation:
-    """uint8 gray levels -> candidate digits, each judged by ``check`` (None: not judged, as
-    when the check itself is trained); raises BlankImage like /predict, or TooManyMarks.
-    ``keep_ink``: also keep each candidate's ink and where it lies (training/digit_check.py)."""
+def contested(spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """bool [N]: whether another candidate covers some of the positions candidate k covers
+    (only then can the check change the reading)."""
+    starts, ends = np.array(spans).reshape(-1, 2).T
+    overlaps = (starts[:, None] < ends[None, :]) & (starts[None, :] < ends[:, None])
+    return overlaps.sum(axis=1) > 1
+
+
+def segment(gray: np.ndarray, check: DigitCheck | None) -> Segmentation:
+    """uint8 gray levels -> candidate digits, the contested ones judged by ``check`` (None: none
+    judged, as when the check itself is trained); raises BlankImage like /predict, or
+    TooManyMarks."""
     levels = ink_levels(gray)
     labels, pieces = components(levels)
     height = writing_height(pieces)
@@ -141,7 +161,7 @@ def segment(gray: np.ndarray, check: DigitCheck | None, keep_ink: bool = False) 
         )
     groups.sort(key=lambda group: group.middle[0])
     typical = typical_digit_width(groups, height)
-    builder = _Builder(labels, levels, line, typical, keep_ink)
+    builder = _Builder(labels, levels, line, typical)
     builder.short = {piece.labels[0] for piece in pieces if piece.height < DIGIT_SIZED * height}
     starts = []
     for group in groups:
@@ -153,19 +173,22 @@ def segment(gray: np.ndarray, check: DigitCheck | None, keep_ink: bool = False) 
     if not builder.candidates:  # no mark looks like a digit: read all the ink as one
         builder.add_candidate(levels, 0, 0, 0, 1, 0.0)
         builder.position = 1
-    views = np.stack(builder.views)
-    return Segmentation(
+    found = Segmentation(
         (gray.shape[1], gray.shape[0]),
         builder.candidates,
         [_scaled_back(box, scale) for box in builder.boxes],
         builder.spans,
         builder.widths,
         builder.aspects,
-        views,
-        check.log_whole(views) if check else np.zeros(len(views)),
+        np.zeros(len(builder.candidates)),
         builder.position + 1,
-        builder.inks,
+        builder.placed,
+        levels,
+        line,
     )
+    if check is not None and (judged := np.flatnonzero(contested(builder.spans))).size:
+        found.log_whole[judged] = check.log_whole(found.views(judged))
+    return found
 
 
 def _scaled_back(box: Box, scale: float) -> Box:
@@ -180,7 +203,7 @@ def _scaled_back(box: Box, scale: float) -> Box:
 class _Builder:
     """Collects the candidates of one picture, group by group, left to right."""
 
-    def __init__(self, labels, levels, line: Line, typical: float, keep_ink: bool):
+    def __init__(self, labels, levels, line: Line, typical: float):
         self.labels, self.levels, self.line, self.typical = labels, levels, line, typical
         self.height = line.height
         self.candidates: list[PreparedImage] = []
@@ -188,9 +211,8 @@ class _Builder:
         self.spans: list[tuple[int, int]] = []
         self.widths: list[float] = []
         self.aspects: list[float] = []
-        self.views: list[np.ndarray] = []
         self.short: set[int] = set()  # labels of the components shorter than a digit
-        self.inks: list[tuple[int, int, np.ndarray]] | None = [] if keep_ink else None
+        self.placed: list[tuple[int, int, np.ndarray]] = []
         self.position = 0  # where the next group starts
 
     def ink_of(self, group: Piece) -> np.ndarray:
@@ -206,10 +228,7 @@ class _Builder:
             PreparedImage(input_size=ink.shape[::-1], pixels=ink_to_mnist_form(ink))
         )
         self.boxes.append((left, top, ink.shape[1], ink.shape[0]))
-        middle = self.line.middle + self.line.slope * (left + ink.shape[1] / 2)
-        self.views.append(view(self.levels, ink, left, top, middle, self.height))
-        if self.inks is not None:
-            self.inks.append((left, top, ink))
+        self.placed.append((left, top, ink))
         self.spans.append((start, end))
         self.widths.append(width_ratio)
         self.aspects.append(ink.shape[1] / ink.shape[0])
