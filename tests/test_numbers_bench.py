@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 FLOORS = {
     ("clean", "wide"): 0.85,
     ("clean", "normal"): 0.85,
-    ("clean", "touching"): 0.5,
-    ("clean", "overlap 2px"): 0.2,
+    ("clean", "touching"): 0.7,
+    ("clean", "overlap 2px"): 0.4,
     ("realistic", "normal"): 0.8,
 }
 DIGIT_FLOOR = 0.97
