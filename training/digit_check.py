@@ -40,7 +40,7 @@ LENGTHS = (1, 2, 3, 4, 5, 6)
 def labelled_candidates(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """(views uint8 [N, 2, SIDE, SIDE], whole bool [N]) of every candidate /read would consider."""
     try:
-        found = segment(sample.picture, None)
+        found = segment(sample.picture, None, keep_context=True)
     except (TooManyMarks, BlankImage):
         return np.zeros((0, 2, SIDE, SIDE), np.uint8), np.zeros(0, bool)
     inked = ink_levels(sample.picture) > 0

@@ -24,7 +24,7 @@ digits. The design and its figures: docs/decisions.md.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -97,8 +97,9 @@ class Segmentation:
     log_whole: np.ndarray  # float64 [N]: the digit check's log P(one whole digit); 0 where it
     # was not asked (no check, or no other candidate competes for the candidate's positions)
     positions: int
-    # Each candidate's (left, top, ink) in the ink levels read (the picture's pixels unless the
-    # writing is taller than MAX_WRITING_HEIGHT), those levels, and the line of writing in them.
+    # With keep_context: each candidate's (left, top, ink) in the ink levels read (the picture's
+    # pixels unless the writing is taller than MAX_WRITING_HEIGHT), those levels, and the line of
+    # writing in them.
     placed: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
     levels: np.ndarray | None = None
     line: Line | None = None
@@ -121,10 +122,11 @@ def contested(spans: Sequence[tuple[int, int]]) -> np.ndarray:
     return overlaps.sum(axis=1) > 1
 
 
-def segment(gray: np.ndarray, check: DigitCheck | None) -> Segmentation:
+def segment(gray: np.ndarray, check: DigitCheck | None, keep_context: bool = False) -> Segmentation:
     """uint8 gray levels -> candidate digits, the contested ones judged by ``check`` (None: none
     judged, as when the check itself is trained); raises BlankImage like /predict, or
-    TooManyMarks."""
+    TooManyMarks. ``keep_context``: keep what ``Segmentation.views`` needs (the picture's ink
+    levels: a request does not hold them once its candidates are judged)."""
     levels = ink_levels(gray)
     labels, pieces = components(levels)
     height = writing_height(pieces)
@@ -188,7 +190,7 @@ def segment(gray: np.ndarray, check: DigitCheck | None) -> Segmentation:
     )
     if check is not None and (judged := np.flatnonzero(contested(builder.spans))).size:
         found.log_whole[judged] = check.log_whole(found.views(judged))
-    return found
+    return found if keep_context else replace(found, placed=[], levels=None, line=None)
 
 
 def _scaled_back(box: Box, scale: float) -> Box:
