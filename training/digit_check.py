@@ -42,6 +42,8 @@ def labelled_candidates(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     try:
         found = segment(sample.picture, None, keep_context=True)
     except (TooManyMarks, BlankImage):
+        found = None
+    if found is None or found.levels.shape != sample.picture.shape:  # (scaled: not labelled)
         return np.zeros((0, 2, SIDE, SIDE), np.uint8), np.zeros(0, bool)
     inked = ink_levels(sample.picture) > 0
     digits = len(sample.text)
