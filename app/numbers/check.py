@@ -9,7 +9,6 @@ trained by ``python -m training.digit_check`` on numbers composed from MNIST tra
 (training/numbers.py), and run in ONNX Runtime as the S4 net is (app/runtime/onnx_graph.py).
 """
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.artifacts.weights import card_path_for, sha256_hex
 from app.runtime.onnx_graph import build_check_graph
 from app.runtime.runtimes import onnx_session, run_in_passes
 
@@ -104,13 +104,13 @@ def load_check(path: Path) -> DigitCheck:
     try:
         data = Path(path).read_bytes()
         tensors = load(data)
-        card = json.loads(Path(path).with_suffix(".json").read_text())
+        card = json.loads(card_path_for(Path(path)).read_text())
     except (OSError, SafetensorError, ValueError) as exc:
         raise CheckWeightsError(f"{path}: cannot read the digit check's weights: {exc}") from None
     expected = {f"{name}.{kind}" for name in (*CONVOLUTIONS, *DENSE) for kind in ("weight", "bias")}
     if set(tensors) != expected:
         raise CheckWeightsError(f"{path}: not the digit check's tensors: {sorted(tensors)}")
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = sha256_hex(data)
     if card.get("weights_sha256") != sha256:
         raise CheckWeightsError(f"{path}: its card is for other weights (SHA-256 differs)")
     return DigitCheck(tensors, Path(path), sha256, card)

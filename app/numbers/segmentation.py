@@ -163,8 +163,8 @@ def segment(gray: np.ndarray, check: DigitCheck | None, keep_context: bool = Fal
         )
     groups.sort(key=lambda group: group.middle[0])
     typical = typical_digit_width(groups, height)
-    builder = _Builder(labels, levels, line, typical)
-    builder.short = {piece.labels[0] for piece in pieces if piece.height < DIGIT_SIZED * height}
+    short = {piece.labels[0] for piece in pieces if piece.height < DIGIT_SIZED * height}
+    builder = _Builder(labels, levels, line, typical, short)
     starts = []
     for group in groups:
         starts.append(builder.position)
@@ -205,15 +205,15 @@ def _scaled_back(box: Box, scale: float) -> Box:
 class _Builder:
     """Collects the candidates of one picture, group by group, left to right."""
 
-    def __init__(self, labels, levels, line: Line, typical: float):
+    def __init__(self, labels, levels, line: Line, typical: float, short: set[int]):
         self.labels, self.levels, self.line, self.typical = labels, levels, line, typical
+        self.short = short  # labels of the components shorter than a digit
         self.height = line.height
         self.candidates: list[PreparedImage] = []
         self.boxes: list[Box] = []
         self.spans: list[tuple[int, int]] = []
         self.widths: list[float] = []
         self.aspects: list[float] = []
-        self.short: set[int] = set()  # labels of the components shorter than a digit
         self.placed: list[tuple[int, int, np.ndarray]] = []
         self.position = 0  # where the next group starts
 
