@@ -14,8 +14,11 @@ through app.numbers.reading.read_number with the committed weights and digit che
 on the CPU, as served). When `tesseract` is on the PATH, Tesseract reads the same 4-digit pictures
 (`--psm 7`, digits only) for comparison.
 
-Prints whole-number accuracy by length and by gap and style, the issue's targets at 4 digits,
-and how well each number's `probability` and `needs_review` work; `--calibrate` fits them.
+Prints whole-number accuracy by length and by gap and style, the issue's targets at 4 digits
+beside the ceiling (the same numbers with each digit cut out by the composer's own map of which
+digit owns each pixel, read by the net one by one: what a segmenter that never cut wrong would
+reach), and how well each number's `probability` and `needs_review` work, with the trade-off of
+flagging fewer; `--calibrate` fits them.
 """
 
 import argparse
@@ -29,12 +32,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from app.artifacts.weights import load_weights
 from app.numbers.check import DigitCheck, load_check
 from app.numbers.reading import fit_calibration, read_number
+from app.pipeline.mnist_form import ink_levels, ink_to_mnist_form
 from app.runtime.runtimes import OnnxRuntime
 from bench.serve import COMMITTED_CHECK, COMMITTED_WEIGHTS, MNIST_DIR
 from training.mnist import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_idx
@@ -104,27 +109,48 @@ class Outcome:
     probability: float
     needs_review: bool
     features: np.ndarray  # what the calibration reads (NumberReading.features)
+    alone: str  # the digits read one by one, cut out with the composer's owners (cut_perfectly)
 
     @property
     def ok(self) -> bool:
         return self.text == self.sample.text
 
 
+def cut_perfectly(case: Sample) -> np.ndarray:
+    """Each digit of ``case`` alone in MNIST form (uint8 [N, 28, 28]), cut out with the map of
+    which digit owns each pixel: what a segmenter that never cut wrong would give the net. The
+    picture's ink levels where the digit owns the pixel, or where no one does within 1 px of it
+    (its antialiased edge); a pixel two digits share goes to the stronger one's ink."""
+    levels = ink_levels(case.picture)
+    around = np.ones((3, 3), np.uint8)
+    digits = []
+    for owner in range(1, len(case.text) + 1):
+        own = (case.owners == owner).view(np.uint8)
+        edge = cv2.dilate(own, around).view(bool) & (case.owners == 0)
+        digit = np.where(own.view(bool) | edge, levels, 0.0)
+        digits.append(ink_to_mnist_form(digit) if digit.any() else np.zeros((28, 28), np.uint8))
+    return np.stack(digits)
+
+
 def evaluate(cases: list[Sample], forward, check: DigitCheck) -> list[Outcome]:
     outcomes = []
     for case in cases:
         reading = read_number(case.picture, forward, check)
+        alone = "".join(str(d) for d in forward(cut_perfectly(case)).argmax(axis=1))
         outcomes.append(
-            Outcome(case, reading.text, reading.probability, reading.needs_review, reading.features)
-        )
+            Outcome(case, reading.text, reading.probability, reading.needs_review,
+                    reading.features, alone)
+        )  # fmt: skip
     return outcomes
 
 
 def tallies(outcomes: list[Outcome]) -> dict:
-    """Exact numbers by length, by (style, gap) and by (style, gap) at 4 digits; digit accuracy
-    over the numbers read with the right digit count; stray-marked numbers."""
-    by_length, by_cell, four, digits, stray = (
-        defaultdict(Tally), defaultdict(Tally), defaultdict(Tally), Tally(), Tally()
+    """Exact numbers by length, by (style, gap) and by (style, gap) at 4 digits, and at 4 digits
+    with the digits cut perfectly (``alone``: the net's own ceiling on these digits); digit
+    accuracy over the numbers read with the right digit count; stray-marked numbers."""
+    by_length, by_cell, four, four_alone, digits, stray = (
+        defaultdict(Tally), defaultdict(Tally), defaultdict(Tally), defaultdict(Tally), Tally(),
+        Tally(),
     )  # fmt: skip
     for outcome in outcomes:
         case, text = outcome.sample, outcome.text
@@ -132,13 +158,14 @@ def tallies(outcomes: list[Outcome]) -> dict:
         by_cell[case.style, case.gap].add(outcome.ok)
         if len(case.text) == 4:
             four[case.style, case.gap].add(outcome.ok)
+            four_alone[case.style, case.gap].add(outcome.alone == case.text)
         if case.stray_mark:
             stray.add(outcome.ok)
         if len(text) == len(case.text):
             for read, true in zip(text, case.text, strict=True):
                 digits.add(read == true)
-    return {"by_length": by_length, "by_cell": by_cell, "four": four, "digits": digits,
-            "stray": stray}  # fmt: skip
+    return {"by_length": by_length, "by_cell": by_cell, "four": four, "four_alone": four_alone,
+            "digits": digits, "stray": stray}  # fmt: skip
 
 
 def tesseract_reads(cases: list[Sample]) -> dict[tuple[str, str], Tally] | None:
@@ -166,14 +193,23 @@ def tesseract_reads(cases: list[Sample]) -> dict[tuple[str, str], Tally] | None:
 
 def review_figures(outcomes: list[Outcome]) -> dict:
     """How needs_review sorts the numbers: the exact share of those not flagged, and the share
-    flagged, over all and per (style, gap)."""
+    flagged, over all and per (style, gap); and the trade-off: the probability under which the
+    tenth of clean normal-gap numbers least sure of is, and the exact share above it, of those
+    numbers and of all."""
     kept, flagged = Tally(), defaultdict(Tally)
     for outcome in outcomes:
         if not outcome.needs_review:
             kept.add(outcome.ok)
         flagged[outcome.sample.style, outcome.sample.gap].add(outcome.needs_review)
         flagged["all"].add(outcome.needs_review)
-    return {"kept": kept, "flagged": flagged}
+    normal = [o for o in outcomes if (o.sample.style, o.sample.gap) == ("clean", "normal")]
+    tenth = float(np.quantile([o.probability for o in normal], 0.1)) if normal else 1.0
+    above = {
+        name: Tally(sum(o.ok for o in group if o.probability >= tenth),
+                    sum(o.probability >= tenth for o in group))
+        for name, group in (("normal", normal), ("all", outcomes))
+    }  # fmt: skip
+    return {"kept": kept, "flagged": flagged, "tenth": tenth, "above": above}
 
 
 def reliability(outcomes: list[Outcome]) -> list[tuple[str, Tally, float]]:
@@ -256,11 +292,12 @@ def main() -> None:
     print("\n| digits | exact |\n|---|---|")
     for length, tally in sorted(result["by_length"].items()):
         print(f"| {length} | {tally} |")
-    print("\n| style | gap | exact, all lengths | exact, 4 digits | target (4 digits) |")
-    print("|---|---|---|---|---|")
+    print("\n| style | gap | exact, all lengths | exact, 4 digits | 4 digits cut perfectly "
+          "| target (4 digits) |\n|---|---|---|---|---|---|")  # fmt: skip
     for (style, gap), tally in result["by_cell"].items():
         target = TARGETS.get((style, gap))
         print(f"| {style} | {gap} ({GAPS[gap]} px) | {tally} | {result['four'][style, gap]} | "
+              f"{result['four_alone'][style, gap]} | "
               f"{'' if target is None else f'≥ {target:.0f} %'} |")  # fmt: skip
     print(f"\ndigit accuracy (numbers with the right digit count): {result['digits']}")
     print(f"numbers with a stray pen mark, exact: {result['stray']}")
@@ -270,6 +307,9 @@ def main() -> None:
         f"{' '.join(key) if isinstance(key, tuple) else key} {tally}"
         for key, tally in review["flagged"].items()
     ) + " (target ≤ 10 % of normal gaps)")  # fmt: skip
+    print(f"flagged below {review['tenth']:.4f} instead (a tenth of clean normal-gap numbers): "
+          f"the other normal-gap numbers {review['above']['normal']} exact, all numbers "
+          f"{review['above']['all']}")  # fmt: skip
     print("\n| probability | numbers | exact | mean probability |\n|---|---|---|---|")
     for label, tally, mean in reliability(outcomes):
         print(f"| {label} | {tally.total} | {tally} | {mean:.4f} |")

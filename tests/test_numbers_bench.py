@@ -9,6 +9,7 @@ import pytest
 from bench.numbers import (
     committed_check,
     committed_forward,
+    cut_perfectly,
     evaluate,
     review_figures,
     samples,
@@ -27,6 +28,7 @@ FLOORS = {
 }
 DIGIT_FLOOR = 0.97
 KEPT_FLOOR = 0.95  # exact share of the numbers not flagged needs_review
+ALONE_FLOOR = 0.9  # exact share of the numbers whose digits are cut out with the composer's map
 
 
 def test_composed_numbers_are_read_above_the_floors():
@@ -42,3 +44,14 @@ def test_composed_numbers_are_read_above_the_floors():
     assert result["digits"].share >= DIGIT_FLOOR, str(result["digits"])
     review = review_figures(outcomes)
     assert review["kept"].share >= KEPT_FLOOR, str(review["kept"])
+    alone = sum(outcome.alone == outcome.sample.text for outcome in outcomes) / len(outcomes)
+    assert alone >= ALONE_FLOOR, alone
+    assert 0.0 < review["tenth"] < 1.0
+    assert review["above"]["normal"].total >= 0.8 * result["by_cell"]["clean", "normal"].total
+
+
+def test_cutting_perfectly_gives_each_digit_alone_in_mnist_form():
+    for case in samples("test", count_per_cell=1, seed=2, lengths=[3], styles=["realistic"]):
+        digits = cut_perfectly(case)
+        assert digits.shape == (3, 28, 28) and digits.dtype.name == "uint8"
+        assert all(digit.max() == 255 for digit in digits)  # every digit has its ink, stretched
