@@ -13,7 +13,8 @@
 # Then what the service never reads leaves the venv (docs/decisions.md has the figures): pip and
 # setuptools (nothing is installed into it after this; setuptools stays where a package requires
 # it), the packages' test suites, C headers, Cython sources and type stubs, ONNX Runtime's C API
-# library (the Python module has the runtime built in and never loads it), and the debug symbols
+# library (the Python module has the runtime built in and never loads it), OpenCV's face
+# detection cascades (cv2/data/*.xml: the service detects no faces), and the debug symbols
 # of the packages' own extension modules (`strip`, from binutils). Bytecode stays: without it
 # every worker would compile the web stack at each start (+0.8 s). The libraries auditwheel
 # vendored (*.libs/) are left as built.
@@ -38,5 +39,6 @@ find "$site_packages" -depth -type d -name tests -exec rm -rf {} +
 find "$site_packages" -type f \( -name '*.h' -o -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' \) \
     -delete
 rm -f "$site_packages"/onnxruntime/capi/libonnxruntime.so.*
+rm -f "$site_packages"/cv2/data/*.xml
 find "$site_packages" -type f \( -name '*.cpython-*.so' -o -name '*.abi3.so' \) \
     -not -path '*.libs/*' -exec strip --strip-unneeded {} +
