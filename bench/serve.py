@@ -20,7 +20,9 @@ latency, each row has the server's CPU time (all its processes, user + system) p
 shared machine whose speed drifts, the figure to compare two versions of the service by:
 `--versus PATH` serves another checkout (with its own .venv) beside this one, taking turns. The
 `workers` column is each worker process's share of the server's CPU over the run (a worker left
-without connections shows as 0).
+without connections shows as 0); `loop ms` is the part of the CPU per request spent on the
+processes' main threads, where an asyncio server runs its event loop (ours: HTTP, the routes and
+the middleware; its forward thread decodes, prepares and runs the net).
 """
 
 import argparse
@@ -211,7 +213,8 @@ def main() -> None:
             raise SystemExit(f"{COMMITTED_WEIGHTS} is missing: train first (make train)")
         print(f"{len(os.sched_getaffinity(0))} CPUs, wrk -t1, {args.seconds} s per level")
         print(f"{'server':<18} {'route':<13} {'conns':>5} {'req/s':>7} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'bad':>4} {'CPU ms/req':>10} {'RSS MiB':>7} workers")  # fmt: skip
+              f"{'p99 ms':>7} {'bad':>4} {'CPU ms/req':>10} {'loop ms':>7} {'RSS MiB':>7} "
+              "workers")  # fmt: skip
         rates: dict[tuple[str, str, int], float] = {}
         # All servers run side by side (an idle one costs no CPU) and take turns at each level
         # and route, so a drift in this shared machine's speed hits every contender alike.
@@ -232,15 +235,20 @@ def main() -> None:
                         # new batch size builds its kernels, which is start-up cost.
                         run_wrk(process.url, level, 2, route, digit, Path(scratch))
                         cpu_before = process.cpu_seconds()
+                        loop_before = process.main_thread_cpu_seconds()
                         workers_before = process.worker_cpu_seconds()
                         r = run_wrk(process.url, level, args.seconds, route, digit, Path(scratch))
                         cpu_ms = (process.cpu_seconds() - cpu_before) * 1000.0 / r["requests"]
+                        loop_ms = (
+                            (process.main_thread_cpu_seconds() - loop_before) * 1000.0
+                            / r["requests"]
+                        )  # fmt: skip
                         shares = worker_shares(workers_before, process.worker_cpu_seconds())
                         rates[server.name, name, level] = r["rps"]
                         print(f"{server.name:<18} {route.label:<13} {level:>5} {r['rps']:>7,.0f} "
                               f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                               f"{r['bad'] + r['socket_errors']:>4} {cpu_ms:>10.3f} "
-                              f"{process.rss_mib():>7.0f} {shares}")  # fmt: skip
+                              f"{loop_ms:>7.3f} {process.rss_mib():>7.0f} {shares}")  # fmt: skip
         for level in levels:
             ours_predict = rates.get(("s4digits", "predict", level))
             if ours_predict and ("baseline", "predict", level) in rates:

@@ -62,10 +62,17 @@ class Server:
         """
         return sum(process_cpu_seconds(pid) for pid in self.pids())
 
+    def main_thread_cpu_seconds(self) -> float:
+        """CPU time of the main threads of the server and its worker processes alone: in an
+        asyncio server, its event loops (the rest is their other threads: ours, the forward
+        pass)."""
+        return sum(process_cpu_seconds(pid, thread=pid) for pid in self.pids())
 
-def process_cpu_seconds(pid: str) -> float:
-    """One process's CPU time (user + system) from /proc; 0 once it has gone."""
-    stat = Path(f"/proc/{pid}/stat")
+
+def process_cpu_seconds(pid: str, thread: str | None = None) -> float:
+    """One process's CPU time (user + system) from /proc, or one of its threads'; 0 once it has
+    gone."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
     if not stat.exists():
         return 0.0
     fields = stat.read_text().rsplit(")", 1)[1].split()  # utime and stime: the 12th and 13th

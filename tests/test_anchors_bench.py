@@ -116,3 +116,22 @@ def test_only_picks_contenders_by_name():
     assert choose(None) == list(CONTENDERS)
     with pytest.raises(SystemExit, match="unknown --only nope"):
         choose("nope")
+
+
+def test_main_thread_cpu_counts_the_main_threads_alone():
+    # The main thread waits while another thread burns: the process's CPU holds the burn, its
+    # main thread's (an event loop's, in a server) does not.
+    burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
+    script = (
+        f"import threading, time\nthread = threading.Thread(target=exec, args=({burn!r},))\n"
+        "thread.start(); thread.join()\nprint('burnt', flush=True)\ntime.sleep(30)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "burnt"
+        server = Server("http://unused", process, Path("unused.log"))
+        assert server.cpu_seconds() >= 0.5
+        assert server.main_thread_cpu_seconds() < 0.3
+    finally:
+        process.kill()
+        process.wait(timeout=10)
