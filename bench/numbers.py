@@ -193,9 +193,9 @@ def tesseract_reads(cases: list[Sample]) -> dict[tuple[str, str], Tally] | None:
 
 def review_figures(outcomes: list[Outcome]) -> dict:
     """How needs_review sorts the numbers: the exact share of those not flagged, and the share
-    flagged, over all and per (style, gap); and the trade-off: the probability under which the
-    tenth of clean normal-gap numbers least sure of is, and the exact share above it, of those
-    numbers and of all."""
+    flagged, over all and per (style, gap); and the trade-off of flagging fewer: the probability
+    below which lies the tenth of clean normal-gap numbers it is least sure of, and the exact
+    share of the numbers at or above it, among the normal-gap ones and among all."""
     kept, flagged = Tally(), defaultdict(Tally)
     for outcome in outcomes:
         if not outcome.needs_review:
