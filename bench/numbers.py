@@ -39,7 +39,7 @@ from PIL import Image
 from app.artifacts.weights import load_weights
 from app.numbers.check import DigitCheck, load_check
 from app.numbers.reading import fit_calibration, read_number
-from app.pipeline.mnist_form import ink_levels, ink_to_mnist_form
+from app.pipeline.mnist_form import MNIST_SIZE, ink_levels, ink_to_mnist_form
 from app.runtime.runtimes import OnnxRuntime
 from bench.serve import COMMITTED_CHECK, COMMITTED_WEIGHTS, MNIST_DIR
 from training.mnist import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_idx
@@ -128,7 +128,8 @@ def cut_perfectly(case: Sample) -> np.ndarray:
         own = (case.owners == owner).view(np.uint8)
         edge = cv2.dilate(own, around).view(bool) & (case.owners == 0)
         digit = np.where(own.view(bool) | edge, levels, 0.0)
-        digits.append(ink_to_mnist_form(digit) if digit.any() else np.zeros((28, 28), np.uint8))
+        blank = np.zeros((MNIST_SIZE, MNIST_SIZE), np.uint8)
+        digits.append(ink_to_mnist_form(digit) if digit.any() else blank)
     return np.stack(digits)
 
 
