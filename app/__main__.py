@@ -12,7 +12,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process, logger
 
-from app.feedback import SCHEMA_UP_TO_DATE_ENV
+from app.feedback import SCHEMA_UP_TO_DATE_ENV, sqlite_schema_is_current
 from app.settings import get_settings
 
 
@@ -112,15 +112,18 @@ def upgrade_feedback_schema(database_url: str) -> None:
     """Bring the corrections' database schema up to date once, before any worker starts, and say
     so to the workers: they open the database at their first correction instead of at start-up,
     and one that never gets any never loads SQLAlchemy. A database that cannot be used stops the
-    start, as a worker failing to start did."""
-    from app.feedback.store import DatabaseError, display_url, upgrade_schema
+    start, as a worker failing to start did. A SQLite file already up to date is only read."""
+    shown = database_url  # a SQLite file's URL: no password to hide
+    if not sqlite_schema_is_current(database_url):  # else SQLAlchemy is not even imported
+        from app.feedback.store import DatabaseError, display_url, upgrade_schema
 
-    try:
-        upgrade_schema(database_url)
-    except DatabaseError as exc:
-        logger.error("Feedback: %s", exc)
-        sys.exit(STARTUP_FAILURE)
-    logger.info("Feedback: corrections kept in %s, schema up to date", display_url(database_url))
+        try:
+            upgrade_schema(database_url)
+        except DatabaseError as exc:
+            logger.error("Feedback: %s", exc)
+            sys.exit(STARTUP_FAILURE)
+        shown = display_url(database_url)
+    logger.info("Feedback: corrections kept in %s, schema up to date", shown)
     os.environ[SCHEMA_UP_TO_DATE_ENV] = "1"
 
 

@@ -15,12 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 
+from app.feedback import HEAD_REVISION
 from app.feedback.models import corrections
 
 DEFAULT_URL = "sqlite:///data/feedback.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
-# The newest migration in MIGRATIONS: a database already there needs no Alembic (+9 MB per worker).
-HEAD_REVISION = "0001"
 # Any number, the same in every process: PostgreSQL's lock that serialises concurrent migrations.
 MIGRATION_LOCK = 27_0001
 # How long a SQLite writer waits for another process's write to finish before failing.

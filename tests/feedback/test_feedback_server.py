@@ -93,6 +93,19 @@ def test_the_supervisor_migrates_and_workers_load_sqlalchemy_at_their_first_corr
         assert len(stored_keys(url)) == 1
 
 
+def test_a_restart_on_an_up_to_date_sqlite_file_leaves_sqlalchemy_out_of_every_process(
+    tmp_path, reading_weights
+):
+    url = f"sqlite:///{tmp_path}/feedback.db"
+    env = server_env(reading_weights, url, workers=2)
+    with running_server(env, command=PYTHON_APP) as first:
+        assert "/sqlalchemy/" in Path(f"/proc/{first.pids()[0]}/maps").read_text()  # migrated
+    with running_server(env, command=PYTHON_APP) as again:
+        supervisor = Path(f"/proc/{again.pids()[0]}/maps").read_text()
+        assert "/sqlalchemy/" not in supervisor and workers_with_sqlalchemy(again) == [False] * 2
+        assert httpx.get(again.url + "/feedback/stats").status_code == 200  # opened at first use
+
+
 def test_an_unusable_database_stops_the_start(reading_weights):
     env = {**os.environ, **server_env(reading_weights, "mysql://s4@127.0.0.1/x", workers=2)}
     env.update(S4_HOST="127.0.0.1", S4_PORT="0")

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from app.feedback import sqlite_schema_is_current
 from app.feedback.idx import read_idx_pair, write_idx
 from app.feedback.split import digits_sha256, is_held_out, split_feedback
 from app.feedback.store import (
@@ -101,6 +102,22 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     store.close()
+
+
+def test_only_a_sqlite_file_at_the_newest_migration_reads_as_current(tmp_path):
+    url = f"sqlite:///{tmp_path}/feedback.db"
+    assert not sqlite_schema_is_current(url)  # no file yet
+    store = FeedbackStore(url)
+    store.upgrade()
+    assert sqlite_schema_is_current(url)
+    assert not sqlite_schema_is_current(url + "?timeout=5")  # options: the full upgrade decides
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
+    store.close()
+    assert not sqlite_schema_is_current(url)  # an older schema is migrated as before
+    (tmp_path / "other.db").write_bytes(b"not a database")
+    assert not sqlite_schema_is_current(f"sqlite:///{tmp_path}/other.db")
+    assert not sqlite_schema_is_current("postgresql+psycopg://s4@127.0.0.1/s4")
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "mysql://db/x", "not a url"])
