@@ -115,6 +115,29 @@ def test_a_digit_written_half_a_digit_higher_is_a_digit(digits, forward, check):
     )
 
 
+def test_a_digit_written_wide_and_low_is_a_digit(digits, forward, check, mnist_test_set):
+    """The flattest 5 of MNIST's test set, squashed to 0.6 of its height: about a third of the
+    writing's height, but as wide as a digit and on the line (before: 870, at p = 0.998)."""
+    images, labels = mnist_test_set
+    fives = [crop_to_ink(images[i]) for i in np.flatnonzero(labels == 5)]
+    flattest = min(fives, key=lambda ink: ink.shape[0] / ink.shape[1])
+    width, height = flattest.shape[1], round(0.6 * flattest.shape[0])
+    flat = np.asarray(Image.fromarray(flattest).resize((width, height), Image.Resampling.BILINEAR))
+    picture = write([digits[8][0], flat, digits[7][0], digits[0][0]], [8, 8, 8])
+    assert read_number(picture, forward, check).text == "8570"
+
+
+def test_a_loose_bar_high_beside_a_digit_is_not_a_digit(digits, forward, check):
+    """A stroke as wide as a digit, flat, standing alone but high on the line (as a 5's bar
+    that came loose does) is left out."""
+    picture = write([digits[2][0], digits[0][0], digits[4][0], digits[7][0]], [8, 8, 8])
+    left, top, width, height = segment(picture, check).boxes[3]
+    image = Image.fromarray(picture)
+    x = left + width + 4
+    ImageDraw.Draw(image).line((x, top + 2, x + int(0.7 * height), top + height // 4), 0, 4)
+    assert read_number(np.asarray(image), forward, check).text == "2047"
+
+
 @pytest.mark.parametrize("where", ["under", "across the top"])
 def test_a_stray_pen_stroke_off_the_line_is_dropped(digits, forward, where, check):
     picture = write([digits[2][0], digits[0][0], digits[4][0], digits[7][0]], [8, 8, 8])

@@ -1,8 +1,8 @@
 """Step 1a of reading a number: the marks on the picture that can be digits.
 
 Connected components of the ink (OpenCV), the writing's height and line, specks and strokes off
-the line told apart from digits, pieces of one digit merged by their overlap. Every threshold is
-a share of the writing's own height, never a pixel count.
+the line told apart from digits (a flat one too), pieces of one digit merged by their overlap.
+Every threshold is a share of the writing's own height, never a pixel count.
 """
 
 from collections.abc import Sequence
@@ -34,8 +34,22 @@ MAX_MERGED_HEIGHT = 1.3
 DIGIT_SIZED = 0.6
 
 
-# A mark shorter than this share of the writing's height is not a digit (a dash, an underline).
+# A mark shorter than this share of the writing's height is not a digit (a dash, an underline)...
 MIN_DIGIT_HEIGHT = 0.4
+
+
+# ...unless it is at least this share of it and as wide as a digit (DIGIT_SIZED): a flat digit,
+# such as a 5 written wide and low.
+FLAT_DIGIT_HEIGHT = 0.25
+
+
+# A flat mark sharing more than this share of its columns with a taller one is not a digit.
+FLAT_ALONE = 0.25
+
+
+# Two pieces both shorter than MIN_DIGIT_HEIGHT and at most this far apart side by side (of the
+# writing's height) are one digit in pieces: a flat 5 and its bar.
+SHORT_PIECES_GAP = 0.1
 
 
 # A mark whose height overlaps the line of writing by less than this share of the smaller of its
@@ -141,19 +155,25 @@ def on_line(piece: Piece, line: Line, height: float) -> bool:
 
 def merge_by_overlap(pieces: list[Piece], height: float) -> list[Piece]:
     """Pieces of one digit put together: the ones that overlap horizontally (by MERGE_OVERLAP of
-    the narrower) and lie within MERGE_GAP of the writing's height of each other vertically,
-    unless both are digit-sized (two digits, one above the other's tail) or together too tall."""
+    the narrower; two short ones, by SHORT_PIECES_GAP of the writing's height apart or less)
+    and lie within MERGE_GAP of the writing's height of each other vertically, unless both are
+    digit-sized (two digits, one above the other's tail) or together too tall."""
     groups = sorted(pieces, key=lambda piece: piece.left)
+    reach = SHORT_PIECES_GAP * height
     a = 0
     while a < len(groups):
         first, b = groups[a], a + 1
-        while b < len(groups) and groups[b].left < first.right:  # sorted: later ones start later
+        while b < len(groups) and groups[b].left < first.right + reach:  # sorted by left
             second = groups[b]
             overlap = min(first.right, second.right) - second.left
             gap = max(first.top, second.top) - min(first.bottom, second.bottom)
             merged_height = max(first.bottom, second.bottom) - min(first.top, second.top)
+            both_short = max(first.height, second.height) < MIN_DIGIT_HEIGHT * height
             if (
-                overlap >= MERGE_OVERLAP * min(first.width, second.width)
+                (
+                    overlap >= MERGE_OVERLAP * min(first.width, second.width)
+                    or (both_short and overlap >= -reach)
+                )
                 and gap <= MERGE_GAP * height
                 and merged_height <= MAX_MERGED_HEIGHT * height
                 and min(first.height, second.height) < DIGIT_SIZED * height
@@ -172,6 +192,28 @@ def merge_by_overlap(pieces: list[Piece], height: float) -> list[Piece]:
                 b += 1
         a += 1
     return groups
+
+
+def digit_marks(groups: list[Piece], line: Line, height: float) -> list[Piece]:
+    """The (merged) marks that can be digits: on the line of writing, and tall enough
+    (MIN_DIGIT_HEIGHT), or flat but as wide as a digit (FLAT_DIGIT_HEIGHT, DIGIT_SIZED), reaching
+    below the line's middle and standing alone, not over or under a taller mark, as a digit
+    written wide and low does (a 5's bar that came loose sits high, on its 5: it stays out)."""
+    on = [group for group in groups if on_line(group, line, height)]
+    tall = [group for group in on if group.height >= MIN_DIGIT_HEIGHT * height]
+    return tall + [
+        group
+        for group in on
+        if FLAT_DIGIT_HEIGHT * height <= group.height < MIN_DIGIT_HEIGHT * height
+        and group.width >= DIGIT_SIZED * height
+        and group.bottom > sum(line.band(group.middle[0])) / 2
+        and all(overlap(group, other) <= FLAT_ALONE * group.width for other in tall)
+    ]
+
+
+def overlap(first: Piece, second: Piece) -> int:
+    """How many columns the two marks share."""
+    return max(0, min(first.right, second.right) - max(first.left, second.left))
 
 
 def typical_digit_width(groups: list[Piece], height: float) -> float:

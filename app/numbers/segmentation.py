@@ -46,6 +46,7 @@ from app.numbers.marks import (
     Line,
     Piece,
     components,
+    digit_marks,
     merge_by_overlap,
     on_line,
     typical_digit_width,
@@ -151,11 +152,7 @@ def segment(gray: np.ndarray, check: DigitCheck | None, keep_context: bool = Fal
         for piece in pieces
         if piece.height >= MIN_DIGIT_HEIGHT * height or on_line(piece, line, height)
     ]
-    groups = [
-        group
-        for group in merge_by_overlap(pieces, height)
-        if group.height >= MIN_DIGIT_HEIGHT * height and on_line(group, line, height)
-    ]
+    groups = digit_marks(merge_by_overlap(pieces, height), line, height)
     if len(groups) > MAX_GROUPS:
         raise TooManyMarks(
             f"holds {len(groups)} separate marks; send a picture of one number (at most "
