@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from app.api.predict import status_code_of
 from app.artifacts.weights import load_weights
 from app.numbers.check import load_check
+from app.numbers.marks import components
 from app.numbers.reading import REVIEW_BELOW, calibrated, choose, read_number
 from app.numbers.segmentation import (
     MAX_GROUPS,
@@ -125,6 +126,16 @@ def test_a_digit_written_wide_and_low_is_a_digit(digits, forward, check, mnist_t
     flat = np.asarray(Image.fromarray(flattest).resize((width, height), Image.Resampling.BILINEAR))
     picture = write([digits[8][0], flat, digits[7][0], digits[0][0]], [8, 8, 8])
     assert read_number(picture, forward, check).text == "8570"
+
+
+def test_a_5s_bar_written_apart_from_its_body_stays_with_it(digits, forward, check, mnist_test_set):
+    """MNIST test image 4711: a 5 whose bar is a separate stroke, overlapping its body by under
+    half the body's width (before: the bar was dropped and the 5 read as 0)."""
+    images, labels = mnist_test_set
+    five = crop_to_ink(images[4711])
+    assert labels[4711] == 5 and len(components(ink_levels(write([five], [])))[1]) == 2
+    picture = write([digits[0][0], digits[6][0], digits[0][1], five], [8, 8, 8])
+    assert read_number(picture, forward, check).text == "0605"
 
 
 def test_a_loose_bar_high_beside_a_digit_is_not_a_digit(digits, forward, check):

@@ -155,9 +155,11 @@ def on_line(piece: Piece, line: Line, height: float) -> bool:
 
 def merge_by_overlap(pieces: list[Piece], height: float) -> list[Piece]:
     """Pieces of one digit put together: the ones that overlap horizontally (by MERGE_OVERLAP of
-    the narrower; two short ones, by SHORT_PIECES_GAP of the writing's height apart or less)
-    and lie within MERGE_GAP of the writing's height of each other vertically, unless both are
-    digit-sized (two digits, one above the other's tail) or together too tall."""
+    the narrower; two short ones, by SHORT_PIECES_GAP of the writing's height apart or less; a
+    stroke under FLAT_DIGIT_HEIGHT, such as a 5's bar written apart, by any column) and lie
+    within MERGE_GAP of the writing's height of each other vertically, unless both are
+    digit-sized (two digits, one above the other's tail) or together too tall. A stroke that
+    is not the digit's own is left out again by the digit check (add_group's candidates)."""
     groups = sorted(pieces, key=lambda piece: piece.left)
     reach = SHORT_PIECES_GAP * height
     a = 0
@@ -169,10 +171,12 @@ def merge_by_overlap(pieces: list[Piece], height: float) -> list[Piece]:
             gap = max(first.top, second.top) - min(first.bottom, second.bottom)
             merged_height = max(first.bottom, second.bottom) - min(first.top, second.top)
             both_short = max(first.height, second.height) < MIN_DIGIT_HEIGHT * height
+            bar = min(first.height, second.height) < FLAT_DIGIT_HEIGHT * height
             if (
                 (
                     overlap >= MERGE_OVERLAP * min(first.width, second.width)
                     or (both_short and overlap >= -reach)
+                    or (bar and overlap > 0)
                 )
                 and gap <= MERGE_GAP * height
                 and merged_height <= MAX_MERGED_HEIGHT * height
