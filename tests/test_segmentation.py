@@ -254,10 +254,18 @@ def test_only_contested_candidates_are_judged_by_the_check(digits, check):
 
 
 def test_the_probability_grows_with_the_digits_confidence():
-    # log(-sum of log p), log(margin), the oddest digit's shape cost, log(-sum of log P(whole))
-    sure = np.array([np.log(0.01), np.log(12.0), 0.1, np.log(0.01)])
-    unsure = np.array([np.log(2), 0.0, 2.0, np.log(2)])
+    # log(-sum of log p), log(margin), the oddest digit's shape cost, log(-sum of log P(whole)),
+    # whether a digit had a rival candidate
+    sure = np.array([np.log(0.01), np.log(12.0), 0.1, np.log(0.01), 0.0])
+    unsure = np.array([np.log(2), 0.0, 2.0, np.log(2), 1.0])
     assert 0.0 <= calibrated(unsure) < calibrated(sure) <= 1.0
+
+
+def test_a_contested_reading_is_less_sure_the_more_the_check_doubts_its_digits():
+    sure, doubted = (
+        np.array([np.log(0.01), np.log(12.0), 0.1, np.log(whole), 1.0]) for whole in (0.01, 2.0)
+    )
+    assert calibrated(doubted) < calibrated(sure)
 
 
 # The pure steps, on drawn shapes ------------------------------------------------------------
