@@ -211,11 +211,11 @@ def digit_marks(groups: list[Piece], line: Line, height: float) -> list[Piece]:
         if FLAT_DIGIT_HEIGHT * height <= group.height < MIN_DIGIT_HEIGHT * height
         and group.width >= DIGIT_SIZED * height
         and group.bottom > sum(line.band(group.middle[0])) / 2
-        and all(overlap(group, other) <= FLAT_ALONE * group.width for other in tall)
+        and all(shared_columns(group, other) <= FLAT_ALONE * group.width for other in tall)
     ]
 
 
-def overlap(first: Piece, second: Piece) -> int:
+def shared_columns(first: Piece, second: Piece) -> int:
     """How many columns the two marks share."""
     return max(0, min(first.right, second.right) - max(first.left, second.left))
 
