@@ -41,11 +41,8 @@ CHECK_WEIGHT = 0.5
 
 
 # Each digit of a path earns this much. Without it a path through fewer candidates sums fewer
-# negative terms, so two overlapping digits read as one confident digit beat the two cut apart
-# (most overlapping numbers misread dropped a digit): on the holdout's 4-digit numbers (250 a
-# row), 0.5 reads 7 more clean and 3 more realistic overlapping ones and no fewer of the others
-# (all lengths, 50 a row: 9 more overlapping of each style, one realistic touching fewer); 1.0
-# reads 3 more overlapping still but fewer realistic normal and wide ones.
+# negative terms, so two overlapping digits read as one confident digit beat the two cut apart.
+# Tuned on the holdout (docs/decisions.md has the figures).
 DIGIT_BONUS = 0.5
 
 
@@ -56,15 +53,11 @@ MAX_MARGIN = 12.0
 # Calibration: probability = sigmoid(a + b * log(-sum of log p(digit)) + c * log(margin) + d *
 # the oddest digit's shape cost + e * log(-sum of the check's log P(whole)) + f * contested), the
 # margin being to the best path with another digit count, and contested 1 when a digit of the
-# path had a rival candidate (so the check judged it), else 0. Without it, a reading the check
-# never judged (its term at the floor, log 1e-3) counted as one the check was all but sure of;
-# with it, the fit weighs such readings on their own (as one the check doubts a little: a
-# piece holding two digits that was never cut reads as confidently as separate digits), and
-# readings the check was sure of rank above. Fitted the same way without it, 46 % of the
-# holdout's clean normal-gap 4-digit numbers were flagged (55 % realistic); with it 33 % (34 %),
-# the others 99.5 % exact either way. Fitted on 4-digit numbers of the holdout, the targets'
-# table (bench/numbers.py --source holdout --lengths 4 --per-cell 250 --calibrate,
-# fit_calibration); flagged below REVIEW_BELOW.
+# path had a rival candidate (so the check judged it), else 0: a reading the check never judged
+# has its check term at the floor and must not count as one the check was all but sure of.
+# Fitted on 4-digit numbers of the holdout (bench/numbers.py --source holdout --lengths 4
+# --per-cell 250 --calibrate, fit_calibration); flagged below REVIEW_BELOW. Figures:
+# docs/decisions.md.
 CALIBRATION = (-3.11, -0.7835, 0.3618, -0.08998, -0.2518, 1.495)
 
 
